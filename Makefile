@@ -1,0 +1,39 @@
+# One command each on a fresh machine: the venv is created or refreshed as needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint format model clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/retention demo --seconds $${SECONDS_TO_RUN:-60}
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q tests/benchmarks -p no:cacheprovider --override-ini addopts=
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Rebuild the bundled model exactly as shipped (see README).
+model: $(STAMP)
+	rm -rf retention_model/bundled
+	$(BIN)/retention simulate --users 3000 --days 240 --seed 7 --out data/sim-train.jsonl
+	$(BIN)/retention train --events data/sim-train.jsonl --registry retention_model/bundled --seed 42
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data

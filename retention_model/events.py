@@ -1,0 +1,292 @@
+"""Event schema v1 and its strict decoder.
+
+Producers send one JSON object per Kafka record, keyed by ``user_id``. The decoder
+never raises: it returns either an :class:`Event` or a :class:`DecodeError` whose
+``reason`` is a short, stable code that ends up in the dead-letter topic and in the
+``retention_dead_letters_total{reason=...}`` metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "SCHEMA_VERSION",
+    "DecodeError",
+    "Event",
+    "EventType",
+    "UnknownEventType",
+    "decode_event",
+    "encode_event",
+    "parse_timestamp_ms",
+]
+
+SCHEMA_VERSION: Final = 1
+
+#: Larger payloads are dead-lettered before parsing, so one bad producer cannot
+#: make the worker allocate megabytes per record.
+MAX_EVENT_BYTES: Final = 64 * 1024
+
+# Sanity bounds on event time: 2000-01-01 .. 2100-01-01 (UTC, epoch ms).
+MIN_TS_MS: Final = 946_684_800_000
+MAX_TS_MS: Final = 4_102_444_800_000
+
+MAX_PRICE: Final = 1_000_000.0
+MAX_QUANTITY: Final = 10_000
+MAX_STRING_LEN: Final = 256
+
+
+class EventType(IntEnum):
+    """Behaviour event types of schema v1 (the value is the wire name's index)."""
+
+    SESSION_START = 0
+    VIEW = 1
+    SEARCH = 2
+    ADD_TO_CART = 3
+    REMOVE_FROM_CART = 4
+    PURCHASE = 5
+    CANCEL_ORDER = 6
+    RETURN = 7
+    REVIEW = 8
+    COUPON_REDEEM = 9
+
+    @property
+    def wire_name(self) -> str:
+        """The name used in the JSON ``type`` field."""
+        return self.name.lower()
+
+
+_TYPES_BY_NAME: Final = {t.wire_name: t for t in EventType}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated behaviour event. ``ts_ms`` is event time, epoch milliseconds UTC."""
+
+    event_id: str
+    user_id: str
+    type: EventType
+    ts_ms: int
+    item_id: str | None = None
+    category: str | None = None
+    price: float | None = None
+    quantity: int | None = None
+    order_id: str | None = None
+    rating: float | None = None
+    session_id: str | None = None
+    coupon_id: str | None = None
+    intervention_id: str | None = None
+
+    @property
+    def amount(self) -> float:
+        """Money value of the event: ``price`` × ``quantity`` (0 when no price)."""
+        if self.price is None:
+            return 0.0
+        return self.price * (self.quantity if self.quantity is not None else 1)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why a record could not become an :class:`Event`.
+
+    ``reason`` is a stable code (``invalid_json``, ``missing_field``, ...);
+    ``detail`` is a sentence for a person.
+    """
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEventType:
+    """A well-formed record whose ``type`` this schema version does not know.
+
+    It is counted and skipped, never dead-lettered: producers may add types
+    before consumers learn them.
+    """
+
+    type_name: str
+    user_id: str
+
+
+_OPTIONAL_STRINGS: Final = (
+    "item_id",
+    "category",
+    "order_id",
+    "session_id",
+    "coupon_id",
+    "intervention_id",
+)
+
+
+def parse_timestamp_ms(value: Any) -> int | DecodeError:
+    """Parse ``ts``: epoch milliseconds (int) or ISO-8601 with a zone offset."""
+    if isinstance(value, bool):
+        return DecodeError("wrong_type", "ts must be epoch milliseconds or an ISO-8601 string")
+    if isinstance(value, int):
+        ts_ms = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            return DecodeError("invalid_timestamp", f"ts {value!r} is not whole epoch milliseconds")
+        ts_ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return DecodeError("invalid_timestamp", f"ts {value[:64]!r} is not ISO-8601")
+        if parsed.tzinfo is None:
+            return DecodeError(
+                "invalid_timestamp", f"ts {value[:64]!r} has no zone offset; add Z or +hh:mm"
+            )
+        ts_ms = int(parsed.timestamp() * 1000)
+    else:
+        return DecodeError("wrong_type", "ts must be epoch milliseconds or an ISO-8601 string")
+    if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
+        return DecodeError(
+            "timestamp_out_of_range", f"ts {ts_ms} is outside 2000-01-01..2100-01-01"
+        )
+    return ts_ms
+
+
+def _string(obj: dict[str, Any], name: str, *, required: bool) -> str | None | DecodeError:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            return DecodeError("missing_field", f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return DecodeError("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text:
+        return DecodeError("invalid_value", f"{name} must not be empty")
+    if len(text) > MAX_STRING_LEN:
+        return DecodeError("invalid_value", f"{name} is longer than {MAX_STRING_LEN} characters")
+    return text
+
+
+def _number(obj: dict[str, Any], name: str) -> float | None | DecodeError:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return DecodeError("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        return DecodeError("invalid_value", f"{name} must be finite")
+    return number
+
+
+def decode_event(payload: bytes | bytearray | memoryview) -> Event | DecodeError | UnknownEventType:
+    """Decode and validate one record value. Never raises.
+
+    Examples:
+        >>> decode_event(b'{"event_id":"e1","user_id":"u1","type":"view","ts":1700000000000}').type
+        <EventType.VIEW: 1>
+        >>> decode_event(b'{"user_id":"u1"').reason
+        'invalid_json'
+    """
+    try:
+        return _decode(payload)
+    except Exception as exc:  # a bug here must not stop the stream; the record is kept in the DLQ
+        return DecodeError("decoder_error", f"{type(exc).__name__}: {exc}")
+
+
+def _decode(payload: bytes | bytearray | memoryview) -> Event | DecodeError | UnknownEventType:
+    if len(payload) > MAX_EVENT_BYTES:
+        return DecodeError("too_large", f"{len(payload)} bytes exceeds {MAX_EVENT_BYTES}")
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        text = str(exc)
+        reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"
+        return DecodeError(reason, text[:200])
+    if not isinstance(obj, dict):
+        return DecodeError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+
+    user_id = _string(obj, "user_id", required=True)
+    if isinstance(user_id, DecodeError):
+        return user_id
+    assert user_id is not None
+    type_name = obj.get("type")
+    if type_name is None:
+        return DecodeError("missing_field", "type is required")
+    if not isinstance(type_name, str):
+        return DecodeError("wrong_type", "type must be a string")
+    event_type = _TYPES_BY_NAME.get(type_name)
+    if event_type is None:
+        return UnknownEventType(type_name[:MAX_STRING_LEN], user_id)
+    event_id = _string(obj, "event_id", required=True)
+    if isinstance(event_id, DecodeError):
+        return event_id
+    assert event_id is not None
+    if "ts" not in obj:
+        return DecodeError("missing_field", "ts is required")
+    ts_ms = parse_timestamp_ms(obj["ts"])
+    if isinstance(ts_ms, DecodeError):
+        return ts_ms
+
+    strings: dict[str, str | None] = {}
+    for name in _OPTIONAL_STRINGS:
+        value = _string(obj, name, required=False)
+        if isinstance(value, DecodeError):
+            return value
+        strings[name] = value
+
+    price = _number(obj, "price")
+    if isinstance(price, DecodeError):
+        return price
+    if price is not None and not 0.0 <= price <= MAX_PRICE:
+        return DecodeError("invalid_value", f"price {price} is outside 0..{MAX_PRICE:g}")
+    raw_quantity = _number(obj, "quantity")
+    if isinstance(raw_quantity, DecodeError):
+        return raw_quantity
+    quantity: int | None = None
+    if raw_quantity is not None:
+        if raw_quantity != int(raw_quantity) or not 1 <= raw_quantity <= MAX_QUANTITY:
+            return DecodeError(
+                "invalid_value", f"quantity {raw_quantity} is not a whole number in 1..{MAX_QUANTITY}"
+            )
+        quantity = int(raw_quantity)
+    rating = _number(obj, "rating")
+    if isinstance(rating, DecodeError):
+        return rating
+    if rating is not None and not 1.0 <= rating <= 5.0:
+        return DecodeError("invalid_value", f"rating {rating} is outside 1..5")
+
+    if event_type is EventType.PURCHASE and price is None:
+        return DecodeError("missing_field", "price is required for purchase")
+    if event_type is EventType.REVIEW and rating is None:
+        return DecodeError("missing_field", "rating is required for review")
+
+    return Event(
+        event_id=event_id,
+        user_id=user_id,
+        type=event_type,
+        ts_ms=ts_ms,
+        price=price,
+        quantity=quantity,
+        rating=rating,
+        **strings,
+    )
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode an event as schema-v1 JSON (``ts`` as epoch ms, unset fields left out)."""
+    obj: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.wire_name,
+        "ts": event.ts_ms,
+    }
+    for name in (*_OPTIONAL_STRINGS, "price", "quantity", "rating"):
+        value = getattr(event, name)
+        if value is not None:
+            obj[name] = value
+    return orjson.dumps(obj)

@@ -1,0 +1,310 @@
+"""Per-user feature state: updated event by event, compact, versioned.
+
+Decayed aggregates are kept *anchored*: instead of the value at the last event,
+the state stores ``s = Σ x·2^((t - anchor)/h)``, and the value at any time ``now``
+is ``s·2^(-(now - anchor)/h)``. An update touches only the signals of the event's
+type (no rescaling of every aggregate when time moves on), and the sum does not
+depend on the order events arrive in: a late event adds its own term exactly like
+an on-time one.
+
+Effectively-once: ``offset`` is the source offset last applied. A user's events
+live in one partition, in order, so a replay after a crash skips every event at or
+below it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from bisect import insort
+from typing import Final
+
+from retention_model.events import Event, EventType
+from retention_model.features.definitions import HALF_LIVES_DAYS, SIGNALS
+
+__all__ = [
+    "STATE_VERSION",
+    "UserState",
+    "apply_event",
+    "decay_factor",
+    "dump_state",
+    "load_state",
+]
+
+DAY_MS: Final = 86_400_000
+STATE_VERSION: Final = 1
+
+N_SIGNALS: Final = len(SIGNALS)
+N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
+HALF_LIVES_MS: Final = tuple(h * DAY_MS for h in HALF_LIVES_DAYS)
+#: Half-life of the category profile weights.
+CATEGORY_HALF_LIFE_MS: Final = 30 * DAY_MS
+#: Move the anchor before 2^(age/h) nears float64's range (2^1023); 400 one-day
+#: half-lives leaves a wide margin.
+REANCHOR_AFTER_MS: Final = 400 * DAY_MS
+RECENT_PURCHASES_KEPT: Final = 8
+TOP_CATEGORIES_KEPT: Final = 8
+MAX_CATEGORY_BYTES: Final = 32
+
+# Signal indices touched by each event type, and what each adds.
+_SIGNALS_BY_TYPE: Final[dict[EventType, tuple[tuple[int, str], ...]]] = {
+    event_type: tuple(
+        (index, signal.measure) for index, signal in enumerate(SIGNALS) if signal.event_type is event_type
+    )
+    for event_type in EventType
+}
+_CATEGORY_WEIGHT: Final = {
+    EventType.VIEW: 1.0,
+    EventType.ADD_TO_CART: 2.0,
+    EventType.PURCHASE: 4.0,
+}
+
+
+class UserState:
+    """Everything the worker remembers about one user.
+
+    Policy bookkeeping (``last_coupon_ms`` ...) lives here too, so cooldowns survive
+    restarts with the rest of the state.
+    """
+
+    __slots__ = (
+        "anchor_ms",
+        "categories",
+        "category_bits",
+        "decayed",
+        "first_purchase_ms",
+        "first_seen_ms",
+        "interventions_sent",
+        "last_coupon_ms",
+        "last_purchase_ms",
+        "last_reco_ms",
+        "last_risk",
+        "last_scored_ms",
+        "last_seen_ms",
+        "offset",
+        "recent_purchases_ms",
+        "totals",
+    )
+
+    def __init__(self) -> None:
+        self.offset = -1
+        self.anchor_ms = 0
+        self.first_seen_ms = 0
+        self.last_seen_ms = 0
+        self.first_purchase_ms = 0
+        self.last_purchase_ms = 0
+        self.last_coupon_ms = 0
+        self.last_reco_ms = 0
+        self.last_scored_ms = 0
+        self.interventions_sent = 0
+        self.category_bits = 0
+        self.last_risk = -1.0
+        self.totals = [0.0] * N_SIGNALS
+        self.decayed = [0.0] * (N_SIGNALS * N_HALF_LIVES)
+        self.recent_purchases_ms: list[int] = []
+        self.categories: dict[str, float] = {}
+
+    @property
+    def is_empty(self) -> bool:
+        """True before the first event was applied."""
+        return self.first_seen_ms == 0
+
+    def decayed_value(self, signal_index: int, half_life_index: int, now_ms: int) -> float:
+        """Decayed aggregate of one signal as of ``now_ms``."""
+        stored = self.decayed[signal_index * N_HALF_LIVES + half_life_index]
+        return stored * decay_factor(now_ms - self.anchor_ms, HALF_LIVES_MS[half_life_index])
+
+    def category_weights(self, now_ms: int) -> dict[str, float]:
+        """Decayed (30-day half-life) interest per category as of ``now_ms``."""
+        factor = decay_factor(now_ms - self.anchor_ms, CATEGORY_HALF_LIFE_MS)
+        return {name: weight * factor for name, weight in self.categories.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserState):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        return (
+            f"UserState(offset={self.offset}, first_seen_ms={self.first_seen_ms}, "
+            f"last_seen_ms={self.last_seen_ms}, purchases={self.totals[5]:g})"
+        )
+
+
+def decay_factor(age_ms: int, half_life_ms: int) -> float:
+    """2^(-age/half_life): the weight of something ``age_ms`` old."""
+    return 2.0 ** (-age_ms / half_life_ms)
+
+
+def _reanchor(state: UserState, new_anchor_ms: int) -> None:
+    shift = new_anchor_ms - state.anchor_ms
+    decayed = state.decayed
+    for j, half_life in enumerate(HALF_LIVES_MS):
+        factor = decay_factor(shift, half_life)
+        for i in range(j, len(decayed), N_HALF_LIVES):
+            decayed[i] *= factor
+    factor = decay_factor(shift, CATEGORY_HALF_LIFE_MS)
+    state.categories = {k: v * factor for k, v in state.categories.items()}
+    state.anchor_ms = new_anchor_ms
+
+
+def _measure(event: Event, measure: str) -> float:
+    if measure == "one":
+        return 1.0
+    if measure == "amount":
+        return event.amount
+    if measure == "quantity":
+        return float(event.quantity if event.quantity is not None else 1)
+    if measure == "rating":
+        return event.rating if event.rating is not None else 0.0
+    # "with_coupon"
+    return 1.0 if event.coupon_id is not None else 0.0
+
+
+def apply_event(state: UserState, event: Event, offset: int | None = None) -> bool:
+    """Fold one event into ``state`` in place; return False if it was already applied.
+
+    ``offset`` is the event's source offset; offline replays have none and pass
+    nothing, which never skips.
+    """
+    if offset is not None:
+        if offset <= state.offset:
+            return False
+        state.offset = offset
+    ts = event.ts_ms
+    if state.first_seen_ms == 0:
+        state.first_seen_ms = ts
+        state.last_seen_ms = ts
+        state.anchor_ms = ts - ts % DAY_MS
+    else:
+        if ts < state.first_seen_ms:
+            state.first_seen_ms = ts
+        if ts > state.last_seen_ms:
+            state.last_seen_ms = ts
+        if ts - state.anchor_ms > REANCHOR_AFTER_MS:
+            _reanchor(state, ts - ts % DAY_MS)
+
+    touched = _SIGNALS_BY_TYPE[event.type]
+    if touched:
+        age = ts - state.anchor_ms
+        growth = [2.0 ** (age / h) for h in HALF_LIVES_MS]
+        totals = state.totals
+        decayed = state.decayed
+        for index, measure in touched:
+            value = _measure(event, measure)
+            if value == 0.0:
+                continue
+            totals[index] += value
+            base = index * N_HALF_LIVES
+            for j in range(N_HALF_LIVES):
+                decayed[base + j] += value * growth[j]
+
+    if event.type is EventType.PURCHASE:
+        if state.first_purchase_ms == 0 or ts < state.first_purchase_ms:
+            state.first_purchase_ms = ts
+        if ts > state.last_purchase_ms:
+            state.last_purchase_ms = ts
+        recent = state.recent_purchases_ms
+        insort(recent, ts)
+        if len(recent) > RECENT_PURCHASES_KEPT:
+            del recent[0]
+
+    if event.category is not None:
+        _add_category(state, event)
+    return True
+
+
+def _add_category(state: UserState, event: Event) -> None:
+    name = event.category
+    assert name is not None
+    name = name.encode()[:MAX_CATEGORY_BYTES].decode(errors="ignore")
+    state.category_bits |= 1 << (zlib.crc32(name.encode()) & 63)
+    weight = _CATEGORY_WEIGHT.get(event.type)
+    if weight is None:
+        return
+    categories = state.categories
+    categories[name] = categories.get(name, 0.0) + weight * 2.0 ** (
+        (event.ts_ms - state.anchor_ms) / CATEGORY_HALF_LIFE_MS
+    )
+    if len(categories) > TOP_CATEGORIES_KEPT:
+        # Space-saving style: drop the weakest. Only this bounded profile depends on
+        # arrival order; every numeric aggregate is order-independent.
+        weakest = min(categories, key=categories.__getitem__)
+        del categories[weakest]
+
+
+# --- serialisation ---------------------------------------------------------------
+
+_HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
+_FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
+
+
+def dump_state(state: UserState) -> bytes:
+    """Serialise to the compact binary format (version byte first)."""
+    parts = [
+        _HEADER.pack(
+            STATE_VERSION,
+            state.offset,
+            state.anchor_ms,
+            state.first_seen_ms,
+            state.last_seen_ms,
+            state.first_purchase_ms,
+            state.last_purchase_ms,
+            state.last_coupon_ms,
+            state.last_reco_ms,
+            state.last_scored_ms,
+            state.interventions_sent,
+            state.category_bits,
+            state.last_risk,
+        ),
+        _FLOATS.pack(*state.totals, *state.decayed),
+        struct.pack(f"<B{len(state.recent_purchases_ms)}q", len(state.recent_purchases_ms), *state.recent_purchases_ms),
+        struct.pack("<B", len(state.categories)),
+    ]
+    for name, weight in state.categories.items():
+        encoded = name.encode()
+        parts.append(struct.pack(f"<B{len(encoded)}sd", len(encoded), encoded, weight))
+    return b"".join(parts)
+
+
+def load_state(blob: bytes) -> UserState:
+    """Inverse of :func:`dump_state`; reads every state version written so far."""
+    version = blob[0]
+    if version != STATE_VERSION:
+        msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
+        raise ValueError(msg)
+    state = UserState()
+    (
+        _,
+        state.offset,
+        state.anchor_ms,
+        state.first_seen_ms,
+        state.last_seen_ms,
+        state.first_purchase_ms,
+        state.last_purchase_ms,
+        state.last_coupon_ms,
+        state.last_reco_ms,
+        state.last_scored_ms,
+        state.interventions_sent,
+        state.category_bits,
+        state.last_risk,
+    ) = _HEADER.unpack_from(blob, 0)
+    pos = _HEADER.size
+    floats = _FLOATS.unpack_from(blob, pos)
+    pos += _FLOATS.size
+    state.totals = list(floats[:N_SIGNALS])
+    state.decayed = list(floats[N_SIGNALS:])
+    n_recent = blob[pos]
+    pos += 1
+    state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos))
+    pos += 8 * n_recent
+    n_categories = blob[pos]
+    pos += 1
+    for _ in range(n_categories):
+        length = blob[pos]
+        pos += 1
+        name = blob[pos : pos + length].decode()
+        pos += length
+        (state.categories[name],) = struct.unpack_from("<d", blob, pos)
+        pos += 8
+    return state

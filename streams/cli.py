@@ -1,0 +1,282 @@
+"""The ``retention`` command: broker, topics, worker, simulate, train, demo, settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from retention_model.errors import BundleError, RetentionError, SettingsError
+from streams.settings import Settings, add_settings_flags, settings_table
+
+__all__ = ["main"]
+
+log = logging.getLogger("retention")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
+    return Settings.load(os.environ, overrides)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run the embedded broker in the foreground until Ctrl-C or SIGTERM."""
+    from streams.kafka import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port, host=args.host).start()
+    print(f"embedded Kafka-protocol broker (Tansu) listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and broker.process is not None and broker.process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    print("broker stopped", flush=True)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """Create the topics the worker uses (existing ones are kept)."""
+    from streams.kafka import ensure_topics, wait_for_broker
+
+    settings = _settings(args)
+    wait_for_broker(",".join(settings.broker_list), timeout_s=args.wait_s)
+    created = ensure_topics(settings)
+    print(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the Faust worker."""
+    settings = _settings(args)
+    _setup_logging(settings.log_level)
+    return run_worker(settings, broker_wait_s=args.broker_wait_s)
+
+
+def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
+    """Load the model, wait for the broker, create topics, then run Faust until stopped."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from retention_model.model.scorer import ChurnModel
+    from streams import metrics as metrics_module
+    from streams.kafka import ensure_topics, wait_for_broker
+
+    try:
+        model = ChurnModel(settings.model_path, device=settings.model_device).load()  # type: ignore[arg-type]
+    except BundleError as exc:
+        print(f"retention worker: cannot start: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = ",".join(settings.broker_list)
+    try:
+        wait_for_broker(
+            bootstrap,
+            timeout_s=broker_wait_s,
+            on_wait=lambda: log.warning("waiting for a Kafka broker at %s (up to %gs)", bootstrap, broker_wait_s),
+        )
+    except TimeoutError as exc:
+        print(
+            f"retention worker: cannot start: {exc}. Start a broker (`retention broker`) or set "
+            "RETENTION_BROKER to your cluster's bootstrap servers.",
+            file=sys.stderr,
+        )
+        return 3
+    created = ensure_topics(settings)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+
+    import faust
+
+    from streams.app import create_app
+
+    registry = CollectorRegistry()
+    metrics = metrics_module.create(registry)
+    metrics.model_info.labels(model.version, model.device_name_ or "cpu").set(1)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    app, _ = create_app(settings, model, metrics)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    log.info(
+        "worker %s consuming %s from %s with model %s", settings.app_id, settings.events_topic, bootstrap, model.version
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Generate simulated behaviour to a file, or produce it to Kafka."""
+    from training.simulator import SimConfig, encode_stream, simulate
+
+    config = SimConfig(users=args.users, days=args.days, seed=args.seed)
+    records = encode_stream(
+        simulate(config), seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate
+    )
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".parquet":
+            import pandas as pd
+
+            from retention_model.events import Event
+            from training.simulator import simulate as sim_events
+
+            rows = [_event_row(e) for e in sim_events(config) if isinstance(e, Event)]
+            pd.DataFrame(rows).to_parquet(out, index=False)
+            print(f"wrote {len(rows)} events to {out}")
+            return 0
+        n = 0
+        with out.open("wb") as handle:
+            for _, value, _ in records:
+                handle.write(value + b"\n")
+                n += 1
+        print(f"wrote {n} records to {out}")
+        return 0
+    from streams.producer import produce_records
+
+    settings = _settings(args)
+    counts = produce_records(settings, records, rate=args.rate)
+    print(f"produced {sum(counts.values())} records to {settings.events_topic}: {counts}")
+    return 0
+
+
+def _event_row(event: Any) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type.wire_name,
+        "ts": event.ts_ms,
+        "item_id": event.item_id,
+        "category": event.category,
+        "price": event.price,
+        "quantity": event.quantity,
+        "order_id": event.order_id,
+        "rating": event.rating,
+        "session_id": event.session_id,
+        "coupon_id": event.coupon_id,
+        "intervention_id": event.intervention_id,
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on an event log and write a bundle."""
+    _setup_logging("info")
+    from retention_model.features.offline import read_event_log
+    from training.train import TrainConfig, train
+
+    events = read_event_log(args.events)
+    config = TrainConfig(horizon_days=args.horizon_days, seed=args.seed, epochs=args.epochs)
+    path = train(events, args.registry, config, source=str(args.events))
+    print(f"wrote bundle {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Broker, topics, worker and simulated traffic in one process tree."""
+    from streams.demo import run_demo
+
+    settings = _settings(args)
+    return run_demo(settings, seconds=args.seconds, rate=args.rate, summary_json=args.summary_json, broker=args.broker)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print the settings table, or the effective settings."""
+    if args.effective:
+        settings = _settings(args)
+        for name in Settings.__dataclass_fields__:
+            print(f"RETENTION_{name.upper()}={getattr(settings, name)}")
+    else:
+        print(settings_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``retention`` command."""
+    parser = argparse.ArgumentParser(prog="retention", description="Real-time churn scoring and retention on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create the topics the worker uses")
+    add_settings_flags(p, ("broker", "app_id", "events_topic", "dlq_topic", "scores_topic", "coupon_topic", "recommendation_topic", "partitions"))
+    p.add_argument("--wait-s", type=float, default=30.0)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("worker", help="run the stream worker")
+    add_settings_flags(p)
+    p.add_argument("--broker-wait-s", type=float, default=60.0, help="how long to wait for the broker at start")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("simulate", help="generate simulated behaviour events")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--days", type=int, default=180)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", help="write to this .jsonl or .parquet file instead of Kafka")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second when producing (0: as fast as possible)")
+    p.add_argument("--malformed-rate", type=float, default=0.0)
+    p.add_argument("--unknown-rate", type=float, default=0.0)
+    add_settings_flags(p, ("broker", "events_topic", "partitions"))
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train a churn model bundle from an event log")
+    p.add_argument("--events", required=True, help=".jsonl, .parquet or .csv event log in schema v1")
+    p.add_argument("--registry", required=True, help="folder to write the bundle into")
+    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="run everything on the embedded broker with simulated traffic")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--rate", type=float, default=2000.0, help="simulated events per second")
+    p.add_argument("--summary-json", help="also write the summary to this file")
+    add_settings_flags(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("settings", help="print the settings table")
+    p.add_argument("--effective", action="store_true", help="print the values in effect instead")
+    add_settings_flags(p)
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``retention`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"retention {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RetentionError as exc:
+        print(f"retention {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

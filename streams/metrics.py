@@ -1,0 +1,77 @@
+"""Prometheus metrics of the worker.
+
+One ``NamedTuple`` built by :func:`create` with an injectable registry, so tests
+get a fresh registry each. No label ever carries a user id: label values come
+from small closed sets (event types, outcomes, reasons, tiers, kinds).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "create"]
+
+# Seconds. Micro-batching puts decisions in the tens of milliseconds; the tail
+# buckets catch a stalled model or broker.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SCORING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000)
+
+
+class Metrics(NamedTuple):
+    """Every metric the worker exports."""
+
+    events: Counter
+    dead_letters: Counter
+    batch_events: Histogram
+    batch_users: Histogram
+    scoring_seconds: Histogram
+    decision_latency_seconds: Histogram
+    scores: Counter
+    interventions: Counter
+    users_tracked: Gauge
+    model_info: Gauge
+    publish_errors: Counter
+
+
+def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
+    """Register the worker's metrics in ``registry``."""
+    return Metrics(
+        events=Counter(
+            f"{prefix}_events_total",
+            "Events consumed, by type and outcome (applied, duplicate, dead_lettered, ignored)",
+            ["type", "outcome"],
+            registry=registry,
+        ),
+        dead_letters=Counter(
+            f"{prefix}_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"], registry=registry
+        ),
+        batch_events=Histogram(
+            f"{prefix}_batch_events", "Events per micro-batch", buckets=BATCH_BUCKETS, registry=registry
+        ),
+        batch_users=Histogram(
+            f"{prefix}_batch_users", "Users scored per micro-batch", buckets=BATCH_BUCKETS, registry=registry
+        ),
+        scoring_seconds=Histogram(
+            f"{prefix}_scoring_seconds", "Model call time per micro-batch", buckets=SCORING_BUCKETS, registry=registry
+        ),
+        decision_latency_seconds=Histogram(
+            f"{prefix}_event_to_decision_seconds",
+            "From the event's Kafka timestamp to its user's score being published",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        scores=Counter(f"{prefix}_scores_total", "Scores published, by risk tier", ["tier"], registry=registry),
+        interventions=Counter(
+            f"{prefix}_interventions_total", "Interventions published, by kind and tier", ["kind", "tier"], registry=registry
+        ),
+        users_tracked=Gauge(f"{prefix}_users_tracked", "Users with state on this worker", registry=registry),
+        model_info=Gauge(
+            f"{prefix}_model_info", "The model bundle in use (value 1)", ["version", "device"], registry=registry
+        ),
+        publish_errors=Counter(
+            f"{prefix}_publish_errors_total", "Records that could not be published, by topic", ["topic"], registry=registry
+        ),
+    )

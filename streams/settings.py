@@ -1,0 +1,188 @@
+"""Settings: one typed, frozen object read from ``RETENTION_*`` variables and flags.
+
+Every setting is declared once below with its type, default, allowed values and
+help; the environment names, the CLI flags, the validation messages and the
+README table are all derived from these declarations. A wrong value fails at
+start with the setting, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from retention_model.errors import SettingsError
+from retention_model.policy.policy import PolicyConfig
+
+__all__ = ["BUNDLED_MODEL", "Settings", "add_settings_flags", "settings_table"]
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "retention_model" / "bundled"
+ENV_PREFIX = "RETENTION_"
+
+
+def _setting(default: Any, help: str, *, choices: tuple[str, ...] = (), lo: float | None = None, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings of the worker, the demo and the tools around them."""
+
+    broker: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port")
+    app_id: str = _setting("retention", "Consumer group and Faust application id")
+    events_topic: str = _setting("user-events", "Topic of behaviour events, keyed by user_id")
+    dlq_topic: str = _setting("user-events.dlq", "Dead-letter topic for events that fail decoding")
+    scores_topic: str = _setting("retention.scores", "Topic of every churn score")
+    coupon_topic: str = _setting("retention.interventions.coupon", "Topic of coupon interventions")
+    recommendation_topic: str = _setting(
+        "retention.interventions.recommendation", "Topic of recommendation interventions"
+    )
+    partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
+    model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")
+    model_device: str = _setting("auto", "Where the model runs", choices=("auto", "cpu", "gpu"))
+    batch_max_size: int = _setting(2000, "Most events gathered into one micro-batch", lo=1, hi=100_000)
+    batch_max_wait_ms: int = _setting(50, "Longest a micro-batch waits to fill, in ms", lo=1, hi=60_000)
+    metrics_host: str = _setting("127.0.0.1", "Address the Prometheus /metrics endpoint binds")
+    metrics_port: int = _setting(9108, "Port of the Prometheus /metrics endpoint (0: off)", lo=0, hi=65535)
+    web_host: str = _setting("127.0.0.1", "Address the Faust web server binds")
+    web_port: int = _setting(6066, "Port of the Faust web server", lo=1, hi=65535)
+    store: str = _setting("memory://", "Faust table store", choices=("memory://", "rocksdb://"))
+    data_dir: str = _setting(".retention-data", "Folder for Faust's local data (RocksDB state)")
+    session_timeout_s: float = _setting(
+        10.0, "Consumer-group session timeout in seconds (the embedded broker: 2)", lo=1.0, hi=300.0
+    )
+    medium_risk: float = _setting(0.5, "Risk at or above which a user is in the medium tier", lo=0.0, hi=1.0)
+    high_risk: float = _setting(0.75, "Risk at or above which a user is in the high tier", lo=0.0, hi=1.0)
+    coupon_value: float = _setting(10.0, "Coupon value in the shop's currency", lo=0.0, hi=1e6)
+    coupon_min_spend: float = _setting(30.0, "Minimum basket for the coupon", lo=0.0, hi=1e6)
+    coupon_expiry_days: int = _setting(14, "Days a coupon stays valid", lo=1, hi=365)
+    coupon_cooldown_days: float = _setting(14.0, "Least event-time days between two coupons to a user", lo=0.0, hi=3650)
+    recommendation_cooldown_days: float = _setting(
+        3.0, "Least event-time days between two recommendations to a user", lo=0.0, hi=3650
+    )
+    log_level: str = _setting("info", "Log level", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            meta = spec.metadata
+            allowed = _allowed(spec)
+            if meta["choices"] and value not in meta["choices"]:
+                _fail(spec.name, value, allowed)
+            if meta["lo"] is not None and not meta["lo"] <= value <= meta["hi"]:
+                _fail(spec.name, value, allowed)
+            if spec.type == "str" and not value and spec.name != "broker":
+                _fail(spec.name, value, "a non-empty string")
+        if not self.broker or any(":" not in part for part in self.broker_list):
+            _fail("broker", self.broker, "comma-separated host:port pairs, e.g. 127.0.0.1:9092")
+        if self.medium_risk > self.high_risk:
+            msg = (
+                f"RETENTION_MEDIUM_RISK={self.medium_risk} is above RETENTION_HIGH_RISK={self.high_risk}; "
+                "the medium tier must start at or below the high tier"
+            )
+            raise SettingsError(msg)
+
+    @property
+    def broker_list(self) -> list[str]:
+        """Bootstrap servers as host:port strings (a ``kafka://`` prefix is dropped)."""
+        return [part.strip().removeprefix("kafka://") for part in self.broker.split(",") if part.strip()]
+
+    @property
+    def policy(self) -> PolicyConfig:
+        """The policy section as the core's config object."""
+        return PolicyConfig(
+            medium_risk=self.medium_risk,
+            high_risk=self.high_risk,
+            coupon_value=self.coupon_value,
+            coupon_min_spend=self.coupon_min_spend,
+            coupon_expiry_days=self.coupon_expiry_days,
+            coupon_cooldown_days=self.coupon_cooldown_days,
+            recommendation_cooldown_days=self.recommendation_cooldown_days,
+        )
+
+    @property
+    def changelog_topic(self) -> str:
+        """Faust's changelog topic of the user-state table."""
+        return f"{self.app_id}-user-state-changelog"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Read ``RETENTION_*`` variables, then apply explicit overrides (CLI flags)."""
+        known = {f"{ENV_PREFIX}{spec.name.upper()}": spec for spec in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, raw in environ.items():
+            if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
+                continue
+            spec = known.get(name)
+            if spec is None:
+                msg = f"unknown setting {name}; known settings: {', '.join(sorted(known))}"
+                raise SettingsError(msg)
+            values[spec.name] = _convert(spec, raw)
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+# Variables with the prefix that are not settings of this object.
+_NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})
+
+
+def _allowed(spec: dataclasses.Field[Any]) -> str:
+    meta = spec.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    if meta["lo"] is not None:
+        return f"a {spec.type} from {meta['lo']:g} to {meta['hi']:g}"
+    return f"a {spec.type}"
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    msg = f"setting RETENTION_{name.upper()} (--{name.replace('_', '-')}) is {value!r}; allowed: {allowed}"
+    raise SettingsError(msg)
+
+
+def _convert(spec: dataclasses.Field[Any], raw: str) -> Any:
+    try:
+        if spec.type == "int":
+            return int(raw)
+        if spec.type == "float":
+            return float(raw)
+    except ValueError:
+        _fail(spec.name, raw, _allowed(spec))
+    return raw
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add a ``--flag`` per setting (all, or those named); defaults come from the environment."""
+    for spec in fields(Settings):
+        if names is not None and spec.name not in names:
+            continue
+        kind = {"int": int, "float": float}.get(str(spec.type), str)
+        parser.add_argument(
+            f"--{spec.name.replace('_', '-')}",
+            dest=spec.name,
+            type=kind,
+            default=None,
+            help=f"{spec.metadata['help']} (env RETENTION_{spec.name.upper()}, default {spec.default!r})",
+        )
+
+
+def settings_table() -> str:
+    """The README's settings table, in Markdown."""
+    lines = ["| Environment variable | Flag | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
+    for spec in fields(Settings):
+        default = spec.default if spec.name != "model_path" else "the bundled model"
+        lines.append(
+            f"| `RETENTION_{spec.name.upper()}` | `--{spec.name.replace('_', '-')}` | `{default}` | "
+            f"{_allowed(spec)} | {spec.metadata['help']} |"
+        )
+    return "\n".join(lines)
