@@ -55,10 +55,7 @@ class BatchProcessor:
             STATE_TABLE,
             default=None,
             partitions=settings.partitions,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
             help="Per-user feature state (retention_model.features.state, binary v1)",
         )
 

@@ -76,10 +76,10 @@ class OutputCounter(threading.Thread):
         self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
         self.counts: Counter[str] = Counter()
         self.samples: dict[str, bytes] = {}
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             for message in self.consumer.consume(num_messages=5000, timeout=0.2):
                 if message.error():
                     continue
@@ -89,7 +89,7 @@ class OutputCounter(threading.Thread):
         self.consumer.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(5)
 
 
