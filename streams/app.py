@@ -17,10 +17,11 @@ the replay a no-op for state (at-least-once delivery, effectively-once state).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,7 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from retention_model.events import DecodeError, Event, UnknownEventType, decode_event
+from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
 from retention_model.model.scorer import ChurnModel
 from retention_model.scoring import build_features, finish_batch
@@ -41,6 +43,34 @@ __all__ = ["BatchProcessor", "create_app"]
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
+TIMER_TABLE = "silence-timers"
+
+
+HOUR_MS = 3_600_000
+
+
+class _Scoring:
+    """Users gathered for one model call, with why and as of when each is scored."""
+
+    __slots__ = ("contexts", "keys", "now_ms", "seen_s", "states", "triggers", "user_ids")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.user_ids: list[str] = []
+        self.states: list[UserState] = []
+        self.now_ms: list[int] = []
+        self.contexts: list[EventT] = []
+        self.triggers: list[str] = []
+        self.seen_s: list[float | None] = []
+
+    def add(self, key: bytes, state: UserState, now_ms: int, context: EventT, trigger: str, seen_s: float | None) -> None:
+        self.keys.append(key)
+        self.user_ids.append(key.decode())
+        self.states.append(state)
+        self.now_ms.append(now_ms)
+        self.contexts.append(context)
+        self.triggers.append(trigger)
+        self.seen_s.append(seen_s)
 
 
 class BatchProcessor:
@@ -51,13 +81,27 @@ class BatchProcessor:
         self.model = model
         self.metrics = metrics
         self.policy = settings.policy
+        raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.table = app.Table(
             STATE_TABLE,
             default=None,
             partitions=settings.partitions,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            schema=raw_schema,
             help="Per-user feature state (retention_model.features.state, binary v1)",
         )
+        # Silence timers: key b"<partition>:<hour>" -> newline-separated user keys due
+        # in that event-time hour. Stale entries are fine: the due time is
+        # recomputed from the state before anyone is re-scored.
+        self.timers = app.Table(
+            TIMER_TABLE,
+            default=None,
+            partitions=settings.partitions,
+            schema=raw_schema,
+            help="Silence timers: users due for re-scoring, by partition and event-time hour",
+        )
+        self.lateness_ms = int(settings.allowed_lateness_s * 1000)
+        self.watermarks: dict[int, int] = {}
+        self._buckets: dict[int, set[int]] | None = None
 
         def raw_topic(name: str) -> Any:
             return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -73,13 +117,28 @@ class BatchProcessor:
         # TensorFlow's own thread pools from being oversubscribed.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
 
+    def forget_timer_index(self) -> None:
+        """Rebuild the in-memory bucket index on next use (after a rebalance)."""
+        self._buckets = None
+
+    def _timer_buckets(self) -> dict[int, set[int]]:
+        if self._buckets is None:
+            buckets: dict[int, set[int]] = {}
+            for key in list(self.timers.keys()):
+                partition, _, hour = key.partition(b":")
+                buckets.setdefault(int(partition), set()).add(int(hour))
+            self._buckets = buckets
+        return self._buckets
+
     async def process(self, batch: Sequence[EventT]) -> None:
-        """Decode, update state, score and publish one micro-batch."""
+        """Decode, update state, re-score silent users, score and publish one micro-batch."""
         metrics = self.metrics
         metrics.batch_events.observe(len(batch))
         by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
+        partition_context: dict[int, EventT] = {}
         for fevent in batch:
             message = fevent.message
+            partition_context[message.partition] = fevent
             value = message.value if message.value is not None else b""
             decoded = decode_event(value)
             if isinstance(decoded, Event):
@@ -95,13 +154,11 @@ class BatchProcessor:
                 metrics.events.labels("unknown", "ignored").inc()
                 continue
             by_user.setdefault(message.key, []).append((decoded, fevent))
+            mark = decoded.ts_ms - self.lateness_ms
+            if mark > self.watermarks.get(message.partition, 0):
+                self.watermarks[message.partition] = mark
 
-        user_ids: list[str] = []
-        keys: list[bytes] = []
-        states: list[UserState] = []
-        now_ms: list[int] = []
-        last_events: list[EventT] = []
-        first_seen_s: list[float] = []
+        batch_scoring = _Scoring()
         new_users = 0
         for key, items in by_user.items():
             raw = self.table.get(key)
@@ -115,47 +172,104 @@ class BatchProcessor:
                     metrics.events.labels(event.type.wire_name, "applied").inc()
                 else:
                     metrics.events.labels(event.type.wire_name, "duplicate").inc()
-            if not applied:
-                continue
-            user_ids.append(items[0][0].user_id)
-            keys.append(key)
-            states.append(state)
-            now_ms.append(state.last_seen_ms)
-            last_events.append(items[-1][1])
-            first_seen_s.append(min(f.message.timestamp for _, f in items))
+            if applied:
+                seen = min(f.message.timestamp for _, f in items)
+                batch_scoring.add(key, state, state.last_seen_ms, items[-1][1], "event", seen)
         if new_users:
             metrics.users_tracked.inc(new_users)
-        if not states:
-            return
 
-        features = build_features(states, now_ms)
+        done_buckets = self._collect_silent(batch_scoring, partition_context, set(by_user))
+        if batch_scoring.states:
+            await self._score_and_publish(batch_scoring)
+        for bucket_key, context in done_buckets:
+            with _as_current(context):
+                self.table_pop(self.timers, bucket_key)
+
+    def _collect_silent(
+        self, scoring: _Scoring, partition_context: dict[int, EventT], skip: set[bytes]
+    ) -> list[tuple[bytes, EventT]]:
+        """Add users whose silence timer fell due below their partition's watermark."""
+        buckets = self._timer_buckets()
+        done: list[tuple[bytes, EventT]] = []
+        for partition, context in partition_context.items():
+            watermark = self.watermarks.get(partition)
+            hours = buckets.get(partition)
+            if watermark is None or not hours:
+                continue
+            due_hours = sorted(h for h in hours if (h + 1) * HOUR_MS <= watermark)
+            for hour in due_hours:
+                bucket_key = f"{partition}:{hour}".encode()
+                raw_users = self.timers.get(bucket_key)
+                hours.discard(hour)
+                done.append((bucket_key, context))
+                if not raw_users:
+                    continue
+                for key in set(raw_users.split(b"\n")):
+                    if key in skip:
+                        continue
+                    raw = self.table.get(key)
+                    if raw is None:
+                        continue
+                    state = load_state(raw)
+                    due = next_check_ms(state)
+                    if due is None or due > watermark:
+                        continue  # stale entry: the user was active since, or already re-scored
+                    skip.add(key)
+                    scoring.add(key, state, due, context, "silence", None)
+        return done
+
+    @staticmethod
+    def table_pop(table: Any, key: bytes) -> None:
+        """Delete a table key if present (writes a tombstone to the changelog)."""
+        if key in table:
+            del table[key]
+
+    async def _score_and_publish(self, scoring: _Scoring) -> None:
+        metrics = self.metrics
+        features = build_features(scoring.states, scoring.now_ms)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         risks = await loop.run_in_executor(self.executor, self.model.score_many, features)
         metrics.scoring_seconds.observe(time.perf_counter() - started)
-        metrics.batch_users.observe(len(states))
+        metrics.batch_users.observe(len(scoring.states))
         version = self.model.version
-        scored = finish_batch(user_ids, states, now_ms, features, risks, model_version=version, config=self.policy)
+        scored = finish_batch(
+            scoring.user_ids, scoring.states, scoring.now_ms, features, risks, model_version=version, config=self.policy
+        )
 
-        for key, state, fevent in zip(keys, states, last_events):
-            # Faust picks the changelog partition from the current event; inside a
-            # take_events() batch there is none, so name the user's own event. The
-            # changelog partition then equals the user's source partition.
-            token = _current_event.set(weakref.ref(fevent))
-            try:
+        new_timers: dict[tuple[int, int], list[bytes]] = {}
+        for key, state, context in zip(scoring.keys, scoring.states, scoring.contexts):
+            with _as_current(context):
                 self.table[key] = dump_state(state)
-            finally:
-                _current_event.reset(token)
+            due = next_check_ms(state)
+            if due is not None:
+                new_timers.setdefault((context.message.partition, due // HOUR_MS), []).append(key)
+        self._add_timers(new_timers, {c.message.partition: c for c in scoring.contexts})
 
-        for key, result in zip(keys, scored):
-            await self._send(self.scores, key, orjson.dumps(result.score_record(version)))
+        for key, result, trigger in zip(scoring.keys, scored, scoring.triggers):
+            record = result.score_record(version)
+            record["trigger"] = trigger
+            await self._send(self.scores, key, orjson.dumps(record))
             metrics.scores.labels(result.tier).inc()
+            if trigger == "silence":
+                metrics.silence_rescored.inc()
             for intervention in result.interventions:
                 await self._send(self.kind_topics[intervention.kind], key, orjson.dumps(intervention.as_dict()))
                 metrics.interventions.labels(intervention.kind, intervention.tier).inc()
         published = time.time()
-        for seen in first_seen_s:
-            metrics.decision_latency_seconds.observe(max(0.0, published - seen))
+        for seen in scoring.seen_s:
+            if seen is not None:
+                metrics.decision_latency_seconds.observe(max(0.0, published - seen))
+
+    def _add_timers(self, new_timers: dict[tuple[int, int], list[bytes]], contexts: dict[int, EventT]) -> None:
+        buckets = self._timer_buckets()
+        for (partition, hour), keys in new_timers.items():
+            bucket_key = f"{partition}:{hour}".encode()
+            existing = self.timers.get(bucket_key)
+            joined = b"\n".join(keys)
+            with _as_current(contexts[partition]):
+                self.timers[bucket_key] = existing + b"\n" + joined if existing else joined
+            buckets.setdefault(partition, set()).add(hour)
 
     async def _send(self, topic: Any, key: bytes, value: bytes) -> None:
         try:
@@ -174,24 +288,58 @@ class BatchProcessor:
             "retention.dlq.partition": str(message.partition).encode(),
             "retention.dlq.offset": str(message.offset).encode(),
         }
-        await self._send_dlq(message.key, message.value or b"", headers)
+        try:
+            await self.dlq.send(key=message.key, value=message.value or b"", headers=headers)
+        except Exception:
+            self.metrics.publish_errors.labels(self.settings.dlq_topic).inc()
+            raise
         self.metrics.dead_letters.labels(error.reason).inc()
         self.metrics.events.labels("invalid", "dead_lettered").inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset, error.reason, error.detail
         )
 
-    async def _send_dlq(self, key: bytes | None, value: bytes, headers: dict[str, bytes]) -> None:
-        try:
-            await self.dlq.send(key=key, value=value, headers=headers)
-        except Exception:
-            self.metrics.publish_errors.labels(self.settings.dlq_topic).inc()
-            raise
+
+@contextlib.contextmanager
+def _as_current(fevent: EventT) -> Iterator[None]:
+    """Run table writes as if ``fevent`` were the stream's current event.
+
+    Faust picks the changelog partition of a table write from the current event;
+    inside a ``take_events()`` batch there is none. Naming an event of the right
+    partition keeps each changelog partition equal to its source partition.
+    """
+    token = _current_event.set(weakref.ref(fevent))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def _cap_fetch_wait(max_wait_ms: int) -> None:
+    """Make Faust's consumer use our fetch wait instead of its hard-coded 1500 ms.
+
+    faust-streaming passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting
+    to change it. A broker that holds a fetch until that wait runs out (the
+    embedded Tansu does) then adds up to 1.5 s to every event's latency.
+    """
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread_cls, "_retention_original_create", thread_cls._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms
+        return consumer
+
+    thread_cls._retention_original_create = original
+    thread_cls._create_worker_consumer = create_worker_consumer
 
 
 def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple[faust.App, BatchProcessor]:
     """Build the Faust app and its agent for ``settings``; the model is already loaded."""
     session = settings.session_timeout_s
+    _cap_fetch_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b}" for b in settings.broker_list],
@@ -212,6 +360,13 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
     )
     processor = BatchProcessor(app, settings, model, metrics)
     within = settings.batch_max_wait_ms / 1000.0
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance(sender: Any, **kwargs: Any) -> None:
+        processor.forget_timer_index()
+        processor.watermarks.clear()
+        assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
+        metrics.assigned_partitions.set(len(assigned))
 
     @app.agent(processor.events_topic, name="score-users")
     async def score_users(stream: faust.StreamT[bytes]) -> None:

@@ -168,8 +168,8 @@ def run_demo(
                 print(f"[demo] the worker exited with code {worker.returncode}; see {workdir / 'worker.log'}", file=out)
                 return 1
             with contextlib.suppress(OSError):
-                scrape_metrics(metrics_url)
-                break
+                if metric_sum(scrape_metrics(metrics_url), "retention_assigned_partitions") > 0:
+                    break
             if time.monotonic() > deadline:
                 print("[demo] the worker did not come up within 120s", file=out)
                 return 1
@@ -230,7 +230,8 @@ def _print_progress(out: Any, elapsed: float, produced: int, url: str, reader: O
     consumed = metric_sum(samples, "retention_events_total")
     line = (
         f"[{elapsed:5.0f}s] produced {produced:,} ({produced / max(elapsed, 1e-9):,.0f}/s)  consumed {consumed:,.0f}  "
-        f"scored {reader.counts[settings.scores_topic]:,}  coupons {reader.counts[settings.coupon_topic]:,}  "
+        f"scored {reader.counts[settings.scores_topic]:,} "
+        f"(silence {metric_sum(samples, 'retention_silence_rescored_total'):,.0f})  coupons {reader.counts[settings.coupon_topic]:,}  "
         f"recommendations {reader.counts[settings.recommendation_topic]:,}  "
         f"dead letters {metric_sum(samples, 'retention_dead_letters_total'):,.0f}  lag {max(0, produced - consumed):,.0f}"
     )

@@ -172,7 +172,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     """
     return {
         settings.events_topic: settings.partitions,
-        settings.changelog_topic: settings.partitions,
+        **{topic: settings.partitions for topic in settings.changelog_topics},
         settings.dlq_topic: settings.partitions,
         settings.scores_topic: settings.partitions,
         settings.coupon_topic: settings.partitions,

@@ -34,6 +34,8 @@ class Metrics(NamedTuple):
     users_tracked: Gauge
     model_info: Gauge
     publish_errors: Counter
+    silence_rescored: Counter
+    assigned_partitions: Gauge
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -73,5 +75,11 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         publish_errors=Counter(
             f"{prefix}_publish_errors_total", "Records that could not be published, by topic", ["topic"], registry=registry
+        ),
+        silence_rescored=Counter(
+            f"{prefix}_silence_rescored_total", "Users re-scored because their silence crossed a threshold", registry=registry
+        ),
+        assigned_partitions=Gauge(
+            f"{prefix}_assigned_partitions", "Event partitions assigned to this worker", registry=registry
         ),
     )

@@ -46,6 +46,12 @@ class Settings:
     model_device: str = _setting("auto", "Where the model runs", choices=("auto", "cpu", "gpu"))
     batch_max_size: int = _setting(2000, "Most events gathered into one micro-batch", lo=1, hi=100_000)
     batch_max_wait_ms: int = _setting(50, "Longest a micro-batch waits to fill, in ms", lo=1, hi=60_000)
+    fetch_max_wait_ms: int = _setting(
+        100, "Longest the broker may hold a fetch when no data is waiting, in ms", lo=1, hi=30_000
+    )
+    allowed_lateness_s: float = _setting(
+        300.0, "Event-time lateness tolerated before a partition's watermark moves on, in s", lo=0.0, hi=86_400 * 7
+    )
     metrics_host: str = _setting("127.0.0.1", "Address the Prometheus /metrics endpoint binds")
     metrics_port: int = _setting(9108, "Port of the Prometheus /metrics endpoint (0: off)", lo=0, hi=65535)
     web_host: str = _setting("127.0.0.1", "Address the Faust web server binds")
@@ -105,9 +111,9 @@ class Settings:
         )
 
     @property
-    def changelog_topic(self) -> str:
-        """Faust's changelog topic of the user-state table."""
-        return f"{self.app_id}-user-state-changelog"
+    def changelog_topics(self) -> tuple[str, str]:
+        """Faust's changelog topics: the user-state table and the silence timers."""
+        return (f"{self.app_id}-user-state-changelog", f"{self.app_id}-silence-timers-changelog")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
