@@ -1,0 +1,140 @@
+"""Event schema v1: strict decoding that never raises."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from retention_model.events import (
+    MAX_EVENT_BYTES,
+    DecodeError,
+    Event,
+    EventType,
+    UnknownEventType,
+    decode_event,
+    encode_event,
+)
+
+BASE = {"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1_700_000_000_000}
+
+
+def payload(**changes: object) -> bytes:
+    body = {**BASE, **changes}
+    return orjson.dumps({k: v for k, v in body.items() if v is not None})
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_every_type_decodes(event_type: EventType) -> None:
+    extra = {"price": 12.5} if event_type is EventType.PURCHASE else {}
+    if event_type is EventType.REVIEW:
+        extra = {"rating": 4}
+    decoded = decode_event(payload(type=event_type.wire_name, **extra))
+    assert isinstance(decoded, Event)
+    assert decoded.type is event_type
+
+
+def test_iso_timestamp_with_zone_equals_epoch_ms() -> None:
+    iso = decode_event(payload(ts="2023-11-14T22:13:20+00:00"))
+    epoch = decode_event(payload(ts=1_700_000_000_000))
+    assert isinstance(iso, Event) and isinstance(epoch, Event)
+    assert iso.ts_ms == epoch.ts_ms == 1_700_000_000_000
+    shifted = decode_event(payload(ts="2023-11-15T00:13:20+02:00"))
+    assert isinstance(shifted, Event) and shifted.ts_ms == 1_700_000_000_000
+
+
+def test_unknown_fields_are_ignored_and_numeric_user_ids_become_strings() -> None:
+    decoded = decode_event(payload(user_id=42, shiny_new_field={"a": 1}))
+    assert isinstance(decoded, Event)
+    assert decoded.user_id == "42"
+
+
+def test_unknown_type_is_reported_not_dead_lettered() -> None:
+    decoded = decode_event(payload(type="wishlist_add"))
+    assert decoded == UnknownEventType("wishlist_add", "u1")
+
+
+def test_amount_is_price_times_quantity() -> None:
+    decoded = decode_event(payload(type="purchase", price=10.0, quantity=3))
+    assert isinstance(decoded, Event) and decoded.amount == 30.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"event_id": "e1", "user_id": "u1"', "invalid_json"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (payload(user_id=None), "missing_field"),
+        (payload(user_id=""), "invalid_value"),
+        (payload(user_id=[1]), "wrong_type"),
+        (payload(type=None), "missing_field"),
+        (payload(type=7), "wrong_type"),
+        (payload(event_id=None), "missing_field"),
+        (payload(ts=None), "missing_field"),
+        (payload(ts="yesterday"), "invalid_timestamp"),
+        (payload(ts="2023-11-14T22:13:20"), "invalid_timestamp"),
+        (payload(ts=True), "wrong_type"),
+        (payload(ts=1.5), "invalid_timestamp"),
+        (payload(ts=253_402_300_800_000), "timestamp_out_of_range"),
+        (payload(ts=0), "timestamp_out_of_range"),
+        (payload(price=-1), "invalid_value"),
+        (payload(price="12"), "wrong_type"),
+        (payload(price=1e12), "invalid_value"),
+        (payload(quantity=0), "invalid_value"),
+        (payload(quantity=2.5), "invalid_value"),
+        (payload(quantity=1e9), "invalid_value"),
+        (payload(rating=6), "invalid_value"),
+        (payload(type="purchase"), "missing_field"),
+        (payload(type="review"), "missing_field"),
+        (payload(category="x" * 300), "invalid_value"),
+        (b'{"event_id":"e","user_id":"u","type":"view","ts":1700000000000,"price":NaN}', "invalid_json"),
+        (b'{"event_id":"e","user_id":"u","type":"view","ts":1700000000000,"price":Infinity}', "invalid_json"),
+        (b"{" + b" " * MAX_EVENT_BYTES + b"}", "too_large"),
+    ],
+)
+def test_bad_input_gets_a_reason(raw: bytes, reason: str) -> None:
+    decoded = decode_event(raw)
+    assert isinstance(decoded, DecodeError), decoded
+    assert decoded.reason == reason
+    assert decoded.detail
+
+
+@given(st.binary(max_size=512))
+def test_decoder_never_raises_on_bytes(raw: bytes) -> None:
+    assert isinstance(decode_event(raw), (Event, DecodeError, UnknownEventType))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*BASE, "price", "quantity", "rating", "category", "ts"]), json_values))
+def test_decoder_never_raises_on_json_objects(obj: dict[str, object]) -> None:
+    raw = json.dumps({**BASE, **obj}).encode()
+    assert isinstance(decode_event(raw), (Event, DecodeError, UnknownEventType))
+
+
+events = st.builds(
+    Event,
+    event_id=st.text(min_size=1, max_size=20),
+    user_id=st.text(min_size=1, max_size=20),
+    type=st.sampled_from([t for t in EventType if t not in (EventType.PURCHASE, EventType.REVIEW)]),
+    ts_ms=st.integers(min_value=946_684_800_000, max_value=4_102_444_799_999),
+    category=st.none() | st.text(min_size=1, max_size=20),
+    price=st.none() | st.floats(min_value=0, max_value=1e6),
+    quantity=st.none() | st.integers(min_value=1, max_value=10_000),
+    rating=st.none() | st.floats(min_value=1, max_value=5),
+)
+
+
+@given(events)
+def test_encode_decode_round_trip(event: Event) -> None:
+    assert decode_event(encode_event(event)) == event

@@ -1,0 +1,118 @@
+"""The model wrapper and bundles: loading, checks, batch == single scoring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retention_model.errors import BundleError, FeatureSpecMismatchError, NotLoadedError
+from retention_model.features.definitions import FEATURE_NAMES
+from retention_model.model.bundle import read_bundle_meta, resolve_bundle
+from retention_model.model.scorer import ChurnModel
+from streams.settings import BUNDLED_MODEL
+
+
+@pytest.fixture(scope="module")
+def model() -> ChurnModel:
+    return ChurnModel(BUNDLED_MODEL, device="cpu").load()
+
+
+@pytest.fixture
+def rows(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.abs(rng.normal(size=(300, len(FEATURE_NAMES)))) * 10
+
+
+def test_bundled_model_loads_with_its_spec(model: ChurnModel) -> None:
+    meta = read_bundle_meta(BUNDLED_MODEL)
+    assert model.version == meta.version
+    assert meta.feature_names == FEATURE_NAMES
+    assert meta.metrics["test"]["roc_auc"] > 0.8
+    assert model.device_name_ == "/CPU:0"
+
+
+def test_score_many_equals_score_one(model: ChurnModel, rows: np.ndarray) -> None:
+    many = model.score_many(rows)
+    assert many.shape == (300,)
+    assert np.all((many >= 0) & (many <= 1))
+    singles = np.array([model.score_one(row) for row in rows[:20]])
+    np.testing.assert_allclose(many[:20], singles, rtol=1e-5, atol=1e-6)
+
+
+def test_batches_larger_than_the_biggest_bucket(model: ChurnModel, rows: np.ndarray) -> None:
+    big = np.tile(rows, (20, 1))  # 6000 rows > 4096
+    scores = model.score_many(big)
+    np.testing.assert_allclose(scores[-300:], model.score_many(rows), rtol=1e-5, atol=1e-6)
+    assert model.score_many(rows[:0]).shape == (0,)
+
+
+def test_wrong_width_is_refused(model: ChurnModel) -> None:
+    with pytest.raises(ValueError, match="feature columns"):
+        model.score_many(np.zeros((2, 3)))
+
+
+def test_use_before_load_says_what_to_do() -> None:
+    with pytest.raises(NotLoadedError, match=r"load\(\)"):
+        ChurnModel(BUNDLED_MODEL).score_many(np.zeros((1, len(FEATURE_NAMES))))
+
+
+def test_missing_bundle_names_the_path_and_how_to_build(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(BundleError, match=r"nowhere.*retention train"):
+        ChurnModel(missing).load()
+    with pytest.raises(BundleError, match="no model bundle"):
+        resolve_bundle(tmp_path)
+
+
+def copy_bundle(tmp_path: Path) -> Path:
+    source = resolve_bundle(BUNDLED_MODEL)
+    target = tmp_path / source.name
+    shutil.copytree(source, target)
+    return target
+
+
+def test_feature_spec_mismatch_lists_the_differences(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["feature_names"] = [*meta["feature_names"][:-1], "shoe_size"]
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(FeatureSpecMismatchError) as info:
+        ChurnModel(bundle).load()
+    assert "distinct_categories" in str(info.value) and "shoe_size" in str(info.value)
+
+
+def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    (bundle / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(BundleError, match="cannot load"):
+        ChurnModel(bundle).load()
+
+
+def test_malformed_metadata_is_refused(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path)
+    (bundle / "bundle.json").write_text('{"format": 1}')
+    with pytest.raises(BundleError, match="malformed"):
+        ChurnModel(bundle).load()
+
+
+def test_registry_resolves_to_the_newest_bundle(tmp_path: Path) -> None:
+    older = copy_bundle(tmp_path)
+    newer = tmp_path / "churn-newer"
+    shutil.copytree(older, newer)
+    meta = json.loads((newer / "bundle.json").read_text())
+    meta["created_at"] = "2999-01-01T00:00:00+00:00"
+    (newer / "bundle.json").write_text(json.dumps(meta))
+    assert resolve_bundle(tmp_path) == newer
+
+
+def test_gpu_request_without_a_gpu_is_refused() -> None:
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(BundleError, match="no GPU"):
+        ChurnModel(BUNDLED_MODEL, device="gpu").load()

@@ -1,0 +1,141 @@
+"""Per-user state: decayed aggregates, order independence, idempotence, serialisation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from retention_model.events import Event, EventType
+from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
+from retention_model.features.derive import feature_dict
+from retention_model.features.state import DAY_MS, UserState, apply_event, dump_state, load_state
+
+T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+SPEND = [s.on for s in SIGNALS].index("spend")
+PURCHASES = [s.on for s in SIGNALS].index("purchases")
+
+
+def purchase(ts_ms: int, price: float, quantity: int = 1, category: str = "books", n: int = 0) -> Event:
+    return Event(f"e{n}", "u1", EventType.PURCHASE, ts_ms, price=price, quantity=quantity, category=category)
+
+
+event_types = st.sampled_from(list(EventType))
+
+
+@st.composite
+def user_events(draw: st.DrawFn, max_size: int = 30) -> list[Event]:
+    n = draw(st.integers(min_value=1, max_value=max_size))
+    out = []
+    for i in range(n):
+        event_type = draw(event_types)
+        out.append(
+            Event(
+                event_id=f"e{i}",
+                user_id="u1",
+                type=event_type,
+                ts_ms=T0 + draw(st.integers(min_value=0, max_value=200 * DAY_MS)),
+                price=draw(st.floats(min_value=0, max_value=500)) if event_type is EventType.PURCHASE else None,
+                quantity=draw(st.integers(min_value=1, max_value=5)),
+                rating=float(draw(st.integers(1, 5))) if event_type is EventType.REVIEW else None,
+                coupon_id=draw(st.none() | st.just("c1")),
+                category=draw(st.sampled_from(["a", "b", "c", None])),
+            )
+        )
+    return out
+
+
+def replay(events: list[Event]) -> UserState:
+    state = UserState()
+    for event in events:
+        apply_event(state, event)
+    return state
+
+
+@given(user_events(), st.integers(min_value=0, max_value=400 * DAY_MS))
+def test_decayed_spend_matches_brute_force(events: list[Event], later_ms: int) -> None:
+    state = replay(events)
+    now = max(e.ts_ms for e in events) + later_ms
+    features = feature_dict(state, now)
+    purchases = [e for e in events if e.type is EventType.PURCHASE]
+    for h in HALF_LIVES_DAYS:
+        expected = sum(e.amount * 0.5 ** ((now - e.ts_ms) / (h * DAY_MS)) for e in purchases)
+        assert features[f"spend_sum_{h}d"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        count = sum(0.5 ** ((now - e.ts_ms) / (h * DAY_MS)) for e in purchases)
+        assert features[f"purchases_count_{h}d"] == pytest.approx(count, rel=1e-9, abs=1e-9)
+    assert features["spend_sum_total"] == pytest.approx(sum(e.amount for e in purchases))
+
+
+@given(user_events(), st.randoms(use_true_random=False))
+def test_any_arrival_order_gives_the_same_features(events: list[Event], rng: random.Random) -> None:
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    now = max(e.ts_ms for e in events) + DAY_MS
+    in_order = feature_dict(replay(sorted(events, key=lambda e: e.ts_ms)), now)
+    out_of_order = feature_dict(replay(shuffled), now)
+    for name in FEATURE_NAMES:
+        assert out_of_order[name] == pytest.approx(in_order[name], rel=1e-9, abs=1e-9), name
+
+
+@given(user_events(), st.data())
+def test_replaying_a_prefix_changes_nothing(events: list[Event], data: st.DataObject) -> None:
+    once = UserState()
+    for offset, event in enumerate(events):
+        apply_event(once, event, offset)
+    prefix = data.draw(st.integers(min_value=0, max_value=len(events)))
+    twice = load_state(dump_state(once))
+    skipped = [apply_event(twice, event, offset) for offset, event in enumerate(events[:prefix])]
+    assert not any(skipped)
+    assert twice == once
+
+
+@given(user_events(max_size=60))
+def test_serialisation_round_trips_within_one_kib(events: list[Event]) -> None:
+    state = replay(events)
+    blob = dump_state(state)
+    assert load_state(blob) == state
+    assert len(blob) <= 1024
+
+
+def test_state_of_a_busy_user_stays_under_one_kib() -> None:
+    state = UserState()
+    for i in range(5000):
+        apply_event(state, purchase(T0 + i * 3_600_000, 20.0, category=f"category-with-a-long-name-{i % 40}", n=i))
+    assert len(dump_state(state)) <= 1024
+    assert len(state.categories) == 8
+
+
+# A state written by version 1 of the format: later versions must still load it.
+V1_BLOB = dump_state(replay([purchase(T0, 20.0), purchase(T0 + 10 * DAY_MS, 35.0, quantity=2)]))
+
+
+def test_version_one_state_loads() -> None:
+    state = load_state(V1_BLOB)
+    assert state.totals[PURCHASES] == 2
+    assert state.totals[SPEND] == 90.0
+
+
+def test_unknown_state_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version 9"):
+        load_state(b"\x09" + V1_BLOB[1:])
+
+
+def test_offsets_skip_duplicates() -> None:
+    state = UserState()
+    assert apply_event(state, purchase(T0, 10.0), 5)
+    assert not apply_event(state, purchase(T0, 10.0), 5)
+    assert not apply_event(state, purchase(T0, 10.0), 4)
+    assert apply_event(state, purchase(T0, 10.0), 6)
+    assert state.totals[PURCHASES] == 2
+
+
+def test_reanchoring_keeps_values_over_years() -> None:
+    events = [purchase(T0 + i * 30 * DAY_MS, 10.0, n=i) for i in range(40)]  # over three years
+    state = replay(events)
+    now = events[-1].ts_ms
+    expected = sum(10.0 * 0.5 ** ((now - e.ts_ms) / DAY_MS) for e in events)
+    assert state.decayed_value(SPEND, 0, now) == pytest.approx(expected)
+    assert math.isfinite(state.decayed[SPEND * 4])
