@@ -1,0 +1,118 @@
+"""Helpers for tests against a real broker: worker processes and topic readers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.demo import metric_sum, scrape_metrics
+from streams.kafka import ensure_topics, free_port
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
+    """Settings with unique topic and group names, free ports and a private data dir."""
+    tag = uuid.uuid4().hex[:8]
+    base = dict(
+        broker=broker,
+        app_id=f"retention-test-{tag}",
+        events_topic=f"events-{tag}",
+        dlq_topic=f"events-{tag}.dlq",
+        scores_topic=f"scores-{tag}",
+        coupon_topic=f"coupon-{tag}",
+        recommendation_topic=f"recommendation-{tag}",
+        partitions=3,
+        metrics_port=free_port(),
+        web_port=free_port(),
+        session_timeout_s=2.0,
+        data_dir=str(tmp_path / f"data-{tag}"),
+        log_level="info",
+    )
+    base.update(changes)
+    return Settings.load({}, base)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    for name in Settings.__dataclass_fields__:
+        env[f"RETENTION_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+def metrics_url(settings: Settings) -> str:
+    return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+
+
+@contextmanager
+def running_worker(settings: Settings, log_path: Path, timeout_s: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``retention worker`` and yield once it has partitions assigned."""
+    ensure_topics(settings)
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=worker_env(settings),
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if metric_sum(scrape_metrics(metrics_url(settings)), "retention_assigned_partitions") > 0:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready in {timeout_s}s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for_metric(settings: Settings, name: str, at_least: float, timeout_s: float = 60.0, **labels: str) -> float:
+    deadline = time.monotonic() + timeout_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        value = metric_sum(scrape_metrics(metrics_url(settings)), name, **labels)
+        if value >= at_least:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{name}{labels} reached {value}, wanted {at_least}")
+
+
+def read_topic(broker: str, topic: str, partitions: int, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+    """Every record of a topic from the beginning: (key, value, headers)."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            for message in consumer.consume(num_messages=10_000, timeout=0.2):
+                if message.error():
+                    continue
+                last = time.monotonic()
+                out.append((message.key(), message.value(), dict(message.headers() or [])))
+    finally:
+        consumer.close()
+    return out
