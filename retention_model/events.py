@@ -142,20 +142,16 @@ def parse_timestamp_ms(value: Any) -> int | DecodeError:
         except ValueError:
             return DecodeError("invalid_timestamp", f"ts {value[:64]!r} is not ISO-8601")
         if parsed.tzinfo is None:
-            return DecodeError(
-                "invalid_timestamp", f"ts {value[:64]!r} has no zone offset; add Z or +hh:mm"
-            )
+            return DecodeError("invalid_timestamp", f"ts {value[:64]!r} has no zone offset; add Z or +hh:mm")
         ts_ms = int(parsed.timestamp() * 1000)
     else:
         return DecodeError("wrong_type", "ts must be epoch milliseconds or an ISO-8601 string")
     if not MIN_TS_MS <= ts_ms < MAX_TS_MS:
-        return DecodeError(
-            "timestamp_out_of_range", f"ts {ts_ms} is outside 2000-01-01..2100-01-01"
-        )
+        return DecodeError("timestamp_out_of_range", f"ts {ts_ms} is outside 2000-01-01..2100-01-01")
     return ts_ms
 
 
-def _string(obj: dict[str, Any], name: str, *, required: bool) -> str | None | DecodeError:
+def _string(obj: dict[str, Any], name: str, *, required: bool) -> str | DecodeError | None:
     value = obj.get(name)
     if value is None:
         if required:
@@ -171,7 +167,7 @@ def _string(obj: dict[str, Any], name: str, *, required: bool) -> str | None | D
     return text
 
 
-def _number(obj: dict[str, Any], name: str) -> float | None | DecodeError:
+def _number(obj: dict[str, Any], name: str) -> float | DecodeError | None:
     value = obj.get(name)
     if value is None:
         return None
@@ -250,9 +246,7 @@ def _decode(payload: bytes | bytearray | memoryview) -> Event | DecodeError | Un
     quantity: int | None = None
     if raw_quantity is not None:
         if raw_quantity != int(raw_quantity) or not 1 <= raw_quantity <= MAX_QUANTITY:
-            return DecodeError(
-                "invalid_value", f"quantity {raw_quantity} is not a whole number in 1..{MAX_QUANTITY}"
-            )
+            return DecodeError("invalid_value", f"quantity {raw_quantity} is not a whole number in 1..{MAX_QUANTITY}")
         quantity = int(raw_quantity)
     rating = _number(obj, "rating")
     if isinstance(rating, DecodeError):

@@ -63,7 +63,9 @@ class _Scoring:
         self.triggers: list[str] = []
         self.seen_s: list[float | None] = []
 
-    def add(self, key: bytes, state: UserState, now_ms: int, context: EventT, trigger: str, seen_s: float | None) -> None:
+    def add(
+        self, key: bytes, state: UserState, now_ms: int, context: EventT, trigger: str, seen_s: float | None
+    ) -> None:
         self.keys.append(key)
         self.user_ids.append(key.decode())
         self.states.append(state)
@@ -145,7 +147,8 @@ class BatchProcessor:
                 key = message.key
                 if key is None or key != decoded.user_id.encode():
                     decoded = DecodeError(
-                        "key_mismatch", f"record key {key!r} is not the event's user_id; producers key events by user_id"
+                        "key_mismatch",
+                        f"record key {key!r} is not the event's user_id; producers key events by user_id",
                     )
             if isinstance(decoded, DecodeError):
                 await self._dead_letter(fevent, decoded)
@@ -296,7 +299,12 @@ class BatchProcessor:
         self.metrics.dead_letters.labels(error.reason).inc()
         self.metrics.events.labels("invalid", "dead_lettered").inc()
         log.warning(
-            "dead-lettered %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset, error.reason, error.detail
+            "dead-lettered %s[%d]@%d: %s (%s)",
+            message.topic,
+            message.partition,
+            message.offset,
+            error.reason,
+            error.detail,
         )
 
 

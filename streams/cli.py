@@ -220,7 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("topics", help="create the topics the worker uses")
-    add_settings_flags(p, ("broker", "app_id", "events_topic", "dlq_topic", "scores_topic", "coupon_topic", "recommendation_topic", "partitions"))
+    add_settings_flags(
+        p,
+        (
+            "broker",
+            "app_id",
+            "events_topic",
+            "dlq_topic",
+            "scores_topic",
+            "coupon_topic",
+            "recommendation_topic",
+            "partitions",
+        ),
+    )
     p.add_argument("--wait-s", type=float, default=30.0)
     p.set_defaults(func=cmd_topics)
 

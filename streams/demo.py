@@ -30,7 +30,7 @@ __all__ = ["OutputCounter", "histogram_quantile", "run_demo", "scrape_metrics"]
 
 def scrape_metrics(url: str, timeout_s: float = 2.0) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Samples of a /metrics page: name -> [(labels, value)]."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
         text = response.read().decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
@@ -46,9 +46,7 @@ def metric_sum(samples: dict[str, list[tuple[dict[str, str], float]]], name: str
 
 def histogram_quantile(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, q: float) -> float | None:
     """Quantile estimate from cumulative buckets, interpolating linearly (like PromQL)."""
-    buckets = sorted(
-        ((float(lab["le"]), v) for lab, v in samples.get(f"{name}_bucket", [])), key=lambda item: item[0]
-    )
+    buckets = sorted(((float(lab["le"]), v) for lab, v in samples.get(f"{name}_bucket", [])), key=lambda item: item[0])
     if not buckets or buckets[-1][1] == 0:
         return None
     total = buckets[-1][1]
@@ -103,7 +101,7 @@ def _spawn_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
+            preexec_fn=die_with_parent,
         )
 
 
@@ -176,7 +174,11 @@ def run_demo(
             time.sleep(0.5)
         sim_thread.join()
         events = holder["events"]
-        print(f"[demo] streaming {len(events):,} simulated events at up to {rate:,.0f}/s for {seconds:g}s", file=out, flush=True)
+        print(
+            f"[demo] streaming {len(events):,} simulated events at up to {rate:,.0f}/s for {seconds:g}s",
+            file=out,
+            flush=True,
+        )
 
         started = time.monotonic()
         state = {"last": 0.0}
@@ -222,24 +224,30 @@ def run_demo(
             embedded.stop()
 
 
-def _print_progress(out: Any, elapsed: float, produced: int, url: str, reader: OutputCounter, settings: Settings) -> None:
+def _print_progress(
+    out: Any, elapsed: float, produced: int, url: str, reader: OutputCounter, settings: Settings
+) -> None:
     try:
         samples = scrape_metrics(url, timeout_s=0.5)
     except OSError:
         return
     consumed = metric_sum(samples, "retention_events_total")
+    silence = metric_sum(samples, "retention_silence_rescored_total")
+    dead = metric_sum(samples, "retention_dead_letters_total")
+    counts = reader.counts
     line = (
         f"[{elapsed:5.0f}s] produced {produced:,} ({produced / max(elapsed, 1e-9):,.0f}/s)  consumed {consumed:,.0f}  "
-        f"scored {reader.counts[settings.scores_topic]:,} "
-        f"(silence {metric_sum(samples, 'retention_silence_rescored_total'):,.0f})  coupons {reader.counts[settings.coupon_topic]:,}  "
-        f"recommendations {reader.counts[settings.recommendation_topic]:,}  "
-        f"dead letters {metric_sum(samples, 'retention_dead_letters_total'):,.0f}  lag {max(0, produced - consumed):,.0f}"
+        f"scored {counts[settings.scores_topic]:,} (silence {silence:,.0f})  "
+        f"coupons {counts[settings.coupon_topic]:,}  recommendations {counts[settings.recommendation_topic]:,}  "
+        f"dead letters {dead:,.0f}  lag {max(0, produced - consumed):,.0f}"
     )
     end = "\r" if out.isatty() else "\n"
     print(line, end=end, file=out, flush=True)
 
 
-def _summary(samples: dict[str, Any], produced: Counter[str], reader: OutputCounter, settings: Settings) -> dict[str, Any]:
+def _summary(
+    samples: dict[str, Any], produced: Counter[str], reader: OutputCounter, settings: Settings
+) -> dict[str, Any]:
     def ms(q: float) -> float | None:
         value = histogram_quantile(samples, "retention_event_to_decision_seconds", q)
         return None if value is None else round(value * 1000, 1)

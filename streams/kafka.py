@@ -105,7 +105,7 @@ class EmbeddedBroker:
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(self.env or {})},
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while True:
@@ -187,7 +187,9 @@ def ensure_topics(settings: Settings, extra_config: dict[str, Any] | None = None
     wanted = {name: n for name, n in topic_specs(settings).items() if name not in existing}
     if not wanted:
         return []
-    futures = admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items()])
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items()]
+    )
     created = []
     for name, future in futures.items():
         try:

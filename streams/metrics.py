@@ -48,7 +48,10 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             registry=registry,
         ),
         dead_letters=Counter(
-            f"{prefix}_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"], registry=registry
+            f"{prefix}_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=registry,
         ),
         batch_events=Histogram(
             f"{prefix}_batch_events", "Events per micro-batch", buckets=BATCH_BUCKETS, registry=registry
@@ -67,17 +70,25 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         scores=Counter(f"{prefix}_scores_total", "Scores published, by risk tier", ["tier"], registry=registry),
         interventions=Counter(
-            f"{prefix}_interventions_total", "Interventions published, by kind and tier", ["kind", "tier"], registry=registry
+            f"{prefix}_interventions_total",
+            "Interventions published, by kind and tier",
+            ["kind", "tier"],
+            registry=registry,
         ),
         users_tracked=Gauge(f"{prefix}_users_tracked", "Users with state on this worker", registry=registry),
         model_info=Gauge(
             f"{prefix}_model_info", "The model bundle in use (value 1)", ["version", "device"], registry=registry
         ),
         publish_errors=Counter(
-            f"{prefix}_publish_errors_total", "Records that could not be published, by topic", ["topic"], registry=registry
+            f"{prefix}_publish_errors_total",
+            "Records that could not be published, by topic",
+            ["topic"],
+            registry=registry,
         ),
         silence_rescored=Counter(
-            f"{prefix}_silence_rescored_total", "Users re-scored because their silence crossed a threshold", registry=registry
+            f"{prefix}_silence_rescored_total",
+            "Users re-scored because their silence crossed a threshold",
+            registry=registry,
         ),
         assigned_partitions=Gauge(
             f"{prefix}_assigned_partitions", "Event partitions assigned to this worker", registry=registry

@@ -24,7 +24,9 @@ BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "retention_model" / "bu
 ENV_PREFIX = "RETENTION_"
 
 
-def _setting(default: Any, help: str, *, choices: tuple[str, ...] = (), lo: float | None = None, hi: float | None = None) -> Any:
+def _setting(
+    default: Any, help: str, *, choices: tuple[str, ...] = (), lo: float | None = None, hi: float | None = None
+) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi})
 
 

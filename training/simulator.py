@@ -128,10 +128,26 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                 if rng.random() < 0.3:
                     t += int(rng.uniform(2_000, 30_000))
                     qty = 1 + int(rng.poisson(0.3))
-                    emit(EventType.ADD_TO_CART, t, session_id=session_id, item_id=item, category=category, price=price, quantity=qty)
+                    emit(
+                        EventType.ADD_TO_CART,
+                        t,
+                        session_id=session_id,
+                        item_id=item,
+                        category=category,
+                        price=price,
+                        quantity=qty,
+                    )
                     if rng.random() < 0.2:
                         t += int(rng.uniform(2_000, 30_000))
-                        emit(EventType.REMOVE_FROM_CART, t, session_id=session_id, item_id=item, category=category, price=price, quantity=qty)
+                        emit(
+                            EventType.REMOVE_FROM_CART,
+                            t,
+                            session_id=session_id,
+                            item_id=item,
+                            category=category,
+                            price=price,
+                            quantity=qty,
+                        )
                     else:
                         cart.append((item, category, price, qty))
             if cart and rng.random() < min(0.9, buy_prob * 2.5):
@@ -145,20 +161,46 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                 total = round(sum(p * q for _, _, p, q in cart), 2)
                 items = sum(q for *_, q in cart)
                 main_category = cart[0][1]
-                emit(EventType.PURCHASE, t, session_id=session_id, order_id=order_id, price=total, quantity=items, category=main_category, coupon_id=coupon_id)
+                emit(
+                    EventType.PURCHASE,
+                    t,
+                    session_id=session_id,
+                    order_id=order_id,
+                    price=total,
+                    quantity=items,
+                    category=main_category,
+                    coupon_id=coupon_id,
+                )
                 last_purchase_day = day
                 went_wrong = rng.random() < mishap * 3
                 if went_wrong and rng.random() < 0.5:
-                    emit(EventType.CANCEL_ORDER, t + int(rng.uniform(HOUR_MS, 30 * HOUR_MS)), order_id=order_id, price=total)
+                    emit(
+                        EventType.CANCEL_ORDER,
+                        t + int(rng.uniform(HOUR_MS, 30 * HOUR_MS)),
+                        order_id=order_id,
+                        price=total,
+                    )
                     bad_until = day + 30
                 elif went_wrong or rng.random() < 0.04:
-                    emit(EventType.RETURN, t + int(rng.uniform(3, 10) * DAY_MS), order_id=order_id, price=total, category=main_category)
+                    emit(
+                        EventType.RETURN,
+                        t + int(rng.uniform(3, 10) * DAY_MS),
+                        order_id=order_id,
+                        price=total,
+                        category=main_category,
+                    )
                     bad_until = max(bad_until, day + 20)
                 if rng.random() < 0.3:
                     rating = float(rng.integers(1, 3)) if went_wrong else float(rng.choice([3, 4, 5, 5]))
                     if rating <= 2:
                         bad_until = max(bad_until, day + 30)
-                    emit(EventType.REVIEW, t + int(rng.uniform(2, 7) * DAY_MS), order_id=order_id, rating=rating, category=main_category)
+                    emit(
+                        EventType.REVIEW,
+                        t + int(rng.uniform(2, 7) * DAY_MS),
+                        order_id=order_id,
+                        rating=rating,
+                        category=main_category,
+                    )
         day += 1.0
     end_ms = start_ms + config.days * DAY_MS
     events = [e for e in events if e.ts_ms < end_ms]

@@ -102,7 +102,9 @@ def build_dataset(events: list[Event], cutoffs: list[int], config: TrainConfig) 
     horizon = config.horizon_days * DAY_MS
     short = SECONDARY_DAYS * DAY_MS
     labels = np.zeros((len(keys), 5))
-    purchase_times = {u: sorted((e.ts_ms, e.amount) for e in ev if e.type is EventType.PURCHASE) for u, ev in per_user.items()}
+    purchase_times = {
+        u: sorted((e.ts_ms, e.amount) for e in ev if e.type is EventType.PURCHASE) for u, ev in per_user.items()
+    }
     typed_times = {
         kind: {u: sorted(e.ts_ms for e in ev if e.type is kind) for u, ev in per_user.items()}
         for kind in (EventType.CANCEL_ORDER, EventType.REVIEW)
@@ -174,7 +176,9 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     clipped = np.clip(scores, 1e-6, 1 - 1e-6)
     bins = np.minimum((scores * 10).astype(int), 9)
     ece = sum(
-        abs(labels[bins == b].mean() - scores[bins == b].mean()) * (bins == b).mean() for b in range(10) if (bins == b).any()
+        abs(labels[bins == b].mean() - scores[bins == b].mean()) * (bins == b).mean()
+        for b in range(10)
+        if (bins == b).any()
     )
     return {
         "roc_auc": float(roc_auc_score(labels, scores)),
@@ -182,7 +186,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
         "brier": float(brier_score_loss(labels, scores)),
         "log_loss": float(log_loss(labels, clipped)),
         "ece": float(ece),
-        "rows": int(len(labels)),
+        "rows": len(labels),
         "positive_rate": float(labels.mean()),
     }
 
@@ -230,7 +234,9 @@ def train(events: list[Event], registry: str | Path, config: TrainConfig, *, sou
         validation_data=(x_val, _targets(val_set)),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_churn_loss", mode="min", patience=4, restore_best_weights=True)],
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_churn_loss", mode="min", patience=4, restore_best_weights=True)
+        ],
         verbose=2,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Final
 
 import numpy as np
@@ -77,7 +78,7 @@ def feature_vector(state: UserState, now_ms: int) -> list[float]:
     t_x = (state.last_purchase_ms - state.first_purchase_ms) / DAY_MS if has_purchased else 0.0
     mean_gap = t_x / (purchases - 1.0) if purchases >= 2 else 0.0
     recent = state.recent_purchases_ms
-    gaps = [(b - a) / DAY_MS for a, b in zip(recent, recent[1:])]
+    gaps = [(b - a) / DAY_MS for a, b in pairwise(recent)]
     if len(gaps) >= 2:
         mean_recent = sum(gaps) / len(gaps)
         gap_std = math.sqrt(sum((g - mean_recent) ** 2 for g in gaps) / (len(gaps) - 1))
@@ -231,7 +232,9 @@ def reasons(features: dict[str, float], limit: int = 3) -> list[str]:
     if returns >= 1:
         found.append((0.8 + returns, f"returned {returns:.0f} of {purchases:.0f} orders"))
     if features["low_rating"] > 0:
-        found.append((3.0 - features["mean_rating"] + 1.0, f"rated purchases {features['mean_rating']:.1f}/5 on average"))
+        found.append(
+            (3.0 - features["mean_rating"] + 1.0, f"rated purchases {features['mean_rating']:.1f}/5 on average")
+        )
     trend = features["sessions_trend_7d_30d"]
     if features["sessions_count_30d"] >= 2 and trend < 0.5:
         found.append((1.0 + (0.5 - trend), f"visits down {100 * (1 - trend):.0f}% against the last month"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def _snapshots(user_events: list[Event], cutoffs: list[int]) -> Iterator[tuple[i
 
     The yielded state may be reused for the next cutoff: read it before resuming.
     """
-    in_time_order = all(a.ts_ms <= b.ts_ms for a, b in zip(user_events, user_events[1:]))
+    in_time_order = all(a.ts_ms <= b.ts_ms for a, b in pairwise(user_events))
     state = UserState()
     pos = 0
     for cutoff in cutoffs:

@@ -141,9 +141,7 @@ def check_feature_spec(meta: BundleMeta) -> None:
     extra = [n for n in meta.feature_names if n not in FEATURE_NAMES]
     problems = []
     if meta.feature_code_version != FEATURE_CODE_VERSION:
-        problems.append(
-            f"feature code version {meta.feature_code_version!r} != running {FEATURE_CODE_VERSION!r}"
-        )
+        problems.append(f"feature code version {meta.feature_code_version!r} != running {FEATURE_CODE_VERSION!r}")
     if missing:
         problems.append(f"features the bundle lacks: {', '.join(missing)}")
     if extra:

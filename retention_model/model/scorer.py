@@ -82,7 +82,8 @@ class ChurnModel:
             raise BundleError(msg) from exc
         n_features = len(meta.feature_names)
         if tuple(model.inputs[0].shape[1:]) != (n_features,):
-            msg = f"{meta.model_file} takes input shape {model.inputs[0].shape}, the feature spec has {n_features} columns"
+            shape = model.inputs[0].shape
+            msg = f"{meta.model_file} takes input shape {shape}, the feature spec has {n_features} columns"
             raise BundleError(msg)
 
         @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32)])

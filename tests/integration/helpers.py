@@ -100,9 +100,13 @@ def wait_for_metric(settings: Settings, name: str, at_least: float, timeout_s: f
     raise AssertionError(f"{name}{labels} reached {value}, wanted {at_least}")
 
 
-def read_topic(broker: str, topic: str, partitions: int, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+def read_topic(
+    broker: str, topic: str, partitions: int, idle_s: float = 2.0
+) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
     """Every record of a topic from the beginning: (key, value, headers)."""
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": broker, "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out = []
     last = time.monotonic()

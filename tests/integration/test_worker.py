@@ -97,7 +97,11 @@ def test_worker_end_to_end(broker: str, tmp_path: Path) -> None:
 def test_worker_refuses_a_missing_bundle(tmp_path: Path, broker: str) -> None:
     settings = fresh_settings(broker, tmp_path, model_path=str(tmp_path / "no-such-bundle"))
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker"], env=worker_env(settings), cwd=REPO, capture_output=True, timeout=120
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=worker_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert b"no-such-bundle" in result.stderr and b"retention train" in result.stderr

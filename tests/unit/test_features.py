@@ -119,11 +119,17 @@ def test_offline_features_at_cutoffs_use_only_the_past() -> None:
     purchases = FEATURE_NAMES.index("purchases_count_total")
     assert matrix[:, purchases].tolist() == [2.0, 1.0]
     final = replay_states(events)
-    assert feature_vector(final["u1"], T0 + 30 * DAY_MS) == feature_matrix([final["u1"]], [T0 + 30 * DAY_MS])[0].tolist()
+    assert (
+        feature_vector(final["u1"], T0 + 30 * DAY_MS) == feature_matrix([final["u1"]], [T0 + 30 * DAY_MS])[0].tolist()
+    )
 
 
 def test_offline_late_events_follow_log_order() -> None:
     # day 12 arrives after day 20 in the log: features at day 15 include day 12.
-    events = [ev(EventType.PURCHASE, 0, price=1.0), ev(EventType.PURCHASE, 20, price=2.0), ev(EventType.PURCHASE, 12, price=4.0)]
-    keys, matrix = features_at(events_by_user(events), [("u1", T0 + 15 * DAY_MS)])
+    events = [
+        ev(EventType.PURCHASE, 0, price=1.0),
+        ev(EventType.PURCHASE, 20, price=2.0),
+        ev(EventType.PURCHASE, 12, price=4.0),
+    ]
+    _, matrix = features_at(events_by_user(events), [("u1", T0 + 15 * DAY_MS)])
     assert matrix[0, FEATURE_NAMES.index("spend_sum_total")] == 5.0

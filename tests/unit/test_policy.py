@@ -33,7 +33,9 @@ def run(state: UserState, risk: float, day: float) -> list[str]:
     return [i.kind for i in out]
 
 
-@pytest.mark.parametrize(("risk", "tier"), [(0.1, "low"), (0.5, "medium"), (0.749, "medium"), (0.75, "high"), (1.0, "high")])
+@pytest.mark.parametrize(
+    ("risk", "tier"), [(0.1, "low"), (0.5, "medium"), (0.749, "medium"), (0.75, "high"), (1.0, "high")]
+)
 def test_tiers(risk: float, tier: str) -> None:
     assert tier_for(risk, CONFIG) == tier
 
@@ -59,13 +61,25 @@ def test_high_risk_user_who_never_bought_gets_only_a_recommendation() -> None:
 
 def test_intervention_wire_form_and_deterministic_id() -> None:
     state_a, state_b = buyer(), buyer()
-    kwargs = dict(user_id="u1", risk=0.9, now_ms=T0 + DAY_MS, model_version="m1", reasons=["r"], profile=PROFILE, config=CONFIG)
+    kwargs = dict(
+        user_id="u1", risk=0.9, now_ms=T0 + DAY_MS, model_version="m1", reasons=["r"], profile=PROFILE, config=CONFIG
+    )
     first = decide(state=state_a, **kwargs)  # type: ignore[arg-type]
     again = decide(state=state_b, **kwargs)  # type: ignore[arg-type]
     assert [i.as_dict() for i in first] == [i.as_dict() for i in again]
     coupon = first[0].as_dict()
     assert coupon["schema"] == INTERVENTION_SCHEMA
-    assert set(coupon) >= {"intervention_id", "kind", "user_id", "tier", "risk", "model_version", "event_time", "reasons", "offer"}
+    assert set(coupon) >= {
+        "intervention_id",
+        "kind",
+        "user_id",
+        "tier",
+        "risk",
+        "model_version",
+        "event_time",
+        "reasons",
+        "offer",
+    }
     assert coupon["offer"] == {
         "coupon_value": 10.0,
         "currency": "EUR",

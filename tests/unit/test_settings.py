@@ -25,7 +25,10 @@ def test_environment_then_flags() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"RETENTION_PARTITIONS": "zero"}, r"RETENTION_PARTITIONS \(--partitions\) is 'zero'; allowed: a int from 1 to 1024"),
+        (
+            {"RETENTION_PARTITIONS": "zero"},
+            r"RETENTION_PARTITIONS \(--partitions\) is 'zero'; allowed: a int from 1 to 1024",
+        ),
         ({"RETENTION_PARTITIONS": "0"}, r"RETENTION_PARTITIONS.*is 0"),
         ({"RETENTION_MODEL_DEVICE": "tpu"}, r"RETENTION_MODEL_DEVICE.*'tpu'; allowed: one of auto, cpu, gpu"),
         ({"RETENTION_BROKER": "localhost"}, r"RETENTION_BROKER.*host:port"),
