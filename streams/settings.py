@@ -144,13 +144,17 @@ class Settings:
 _NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})
 
 
+_TYPE_WORDS = {"str": "text", "int": "an integer", "float": "a number"}
+
+
 def _allowed(spec: dataclasses.Field[Any]) -> str:
     meta = spec.metadata
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
+    kind = _TYPE_WORDS.get(str(spec.type), str(spec.type))
     if meta["lo"] is not None:
-        return f"a {spec.type} from {meta['lo']:g} to {meta['hi']:g}"
-    return f"a {spec.type}"
+        return f"{kind} from {meta['lo']:g} to {meta['hi']:g}"
+    return kind
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:

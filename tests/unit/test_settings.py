@@ -27,7 +27,7 @@ def test_environment_then_flags() -> None:
     [
         (
             {"RETENTION_PARTITIONS": "zero"},
-            r"RETENTION_PARTITIONS \(--partitions\) is 'zero'; allowed: a int from 1 to 1024",
+            r"RETENTION_PARTITIONS \(--partitions\) is 'zero'; allowed: an integer from 1 to 1024",
         ),
         ({"RETENTION_PARTITIONS": "0"}, r"RETENTION_PARTITIONS.*is 0"),
         ({"RETENTION_MODEL_DEVICE": "tpu"}, r"RETENTION_MODEL_DEVICE.*'tpu'; allowed: one of auto, cpu, gpu"),
