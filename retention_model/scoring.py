@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.features.derive import feature_matrix, profile, reasons
+from retention_model.features.derive import feature_dict, feature_matrix, profile, reasons
+from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
 from retention_model.policy.policy import SCORE_SCHEMA, Intervention, PolicyConfig, decide, iso_ms, tier_for
 
-__all__ = ["ScoredUser", "build_features", "finish_batch"]
+__all__ = ["ScoredUser", "build_features", "describe_user", "finish_batch"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,36 @@ def finish_batch(
         state.last_scored_ms = now
         out.append(ScoredUser(user_id, risk, tier_for(risk, config), now, user_reasons, user_profile, interventions))
     return out
+
+
+def describe_user(user_id: str, state: UserState, as_of_ms: int | None = None) -> dict[str, Any]:
+    """Everything an operator asks about one user, as JSON-ready data.
+
+    Features are computed as of ``as_of_ms`` (event time), by default the later of
+    the user's last event and last score.
+    """
+    as_of = as_of_ms if as_of_ms is not None else max(state.last_seen_ms, state.last_scored_ms)
+    features = feature_dict(state, as_of)
+    next_check = next_check_ms(state)
+
+    def when(ts_ms: int) -> str | None:
+        return iso_ms(ts_ms) if ts_ms else None
+
+    return {
+        "user_id": user_id,
+        "as_of": iso_ms(as_of),
+        "last_score": None
+        if state.last_risk < 0
+        else {"risk": round(state.last_risk, 6), "event_time": when(state.last_scored_ms)},
+        "reasons": reasons(features),
+        "profile": profile(features, state, as_of).as_dict(),
+        "features": features,
+        "first_seen": when(state.first_seen_ms),
+        "last_seen": when(state.last_seen_ms),
+        "last_purchase": when(state.last_purchase_ms),
+        "next_silence_check": when(next_check) if next_check is not None else None,
+        "last_coupon": when(state.last_coupon_ms),
+        "last_recommendation": when(state.last_reco_ms),
+        "interventions_sent": state.interventions_sent,
+        "source_offset": state.offset,
+    }

@@ -30,11 +30,11 @@ import orjson
 from faust.streams import _current_event
 from faust.types import EventT
 
-from retention_model.events import DecodeError, Event, UnknownEventType, decode_event
+from retention_model.events import DecodeError, Event, UnknownEventType, decode_event, parse_timestamp_ms
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
 from retention_model.model.scorer import ChurnModel
-from retention_model.scoring import build_features, finish_batch
+from retention_model.scoring import build_features, describe_user, finish_batch
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
 TIMER_TABLE = "silence-timers"
+#: Bound on silence re-scoring rounds per batch (each round moves every due user
+#: to a later threshold; there are at most seven thresholds per user).
+MAX_SILENCE_ROUNDS = 16
 
 
 HOUR_MS = 3_600_000
@@ -52,10 +55,11 @@ HOUR_MS = 3_600_000
 class _Scoring:
     """Users gathered for one model call, with why and as of when each is scored."""
 
-    __slots__ = ("contexts", "keys", "now_ms", "seen_s", "states", "triggers", "user_ids")
+    __slots__ = ("contexts", "keys", "keys_set", "now_ms", "seen_s", "states", "triggers", "user_ids")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
+        self.keys_set: set[bytes] = set()
         self.user_ids: list[str] = []
         self.states: list[UserState] = []
         self.now_ms: list[int] = []
@@ -67,6 +71,7 @@ class _Scoring:
         self, key: bytes, state: UserState, now_ms: int, context: EventT, trigger: str, seen_s: float | None
     ) -> None:
         self.keys.append(key)
+        self.keys_set.add(key)
         self.user_ids.append(key.decode())
         self.states.append(state)
         self.now_ms.append(now_ms)
@@ -157,9 +162,11 @@ class BatchProcessor:
                 metrics.events.labels("unknown", "ignored").inc()
                 continue
             by_user.setdefault(message.key, []).append((decoded, fevent))
-            mark = decoded.ts_ms - self.lateness_ms
-            if mark > self.watermarks.get(message.partition, 0):
-                self.watermarks[message.partition] = mark
+            watermark = self.watermarks.get(message.partition, 0)
+            if decoded.ts_ms < watermark:
+                metrics.late_events.inc()
+            elif decoded.ts_ms - self.lateness_ms > watermark:
+                self.watermarks[message.partition] = decoded.ts_ms - self.lateness_ms
 
         batch_scoring = _Scoring()
         new_users = 0
@@ -181,19 +188,26 @@ class BatchProcessor:
         if new_users:
             metrics.users_tracked.inc(new_users)
 
-        done_buckets = self._collect_silent(batch_scoring, partition_context, set(by_user))
+        self._collect_silent(batch_scoring, partition_context)
         if batch_scoring.states:
             await self._score_and_publish(batch_scoring)
-        for bucket_key, context in done_buckets:
-            with _as_current(context):
-                self.table_pop(self.timers, bucket_key)
+        # A re-score files the user's next check, which may already be due under
+        # this batch's watermark (a replay covers days in one batch): keep going
+        # until no timer below the watermark is left.
+        for _ in range(MAX_SILENCE_ROUNDS):
+            silent = _Scoring()
+            self._collect_silent(silent, partition_context)
+            if not silent.states:
+                break
+            await self._score_and_publish(silent)
 
-    def _collect_silent(
-        self, scoring: _Scoring, partition_context: dict[int, EventT], skip: set[bytes]
-    ) -> list[tuple[bytes, EventT]]:
-        """Add users whose silence timer fell due below their partition's watermark."""
+    def _collect_silent(self, scoring: _Scoring, partition_context: dict[int, EventT]) -> None:
+        """Add users whose silence timer fell due below their partition's watermark.
+
+        Each due bucket is deleted as it is read, before anyone is re-registered, so
+        a timer filed during this batch into an hour being emptied is never lost.
+        """
         buckets = self._timer_buckets()
-        done: list[tuple[bytes, EventT]] = []
         for partition, context in partition_context.items():
             watermark = self.watermarks.get(partition)
             hours = buckets.get(partition)
@@ -204,12 +218,13 @@ class BatchProcessor:
                 bucket_key = f"{partition}:{hour}".encode()
                 raw_users = self.timers.get(bucket_key)
                 hours.discard(hour)
-                done.append((bucket_key, context))
+                with _as_current(context):
+                    self.table_pop(self.timers, bucket_key)
                 if not raw_users:
                     continue
                 for key in set(raw_users.split(b"\n")):
-                    if key in skip:
-                        continue
+                    if key in scoring.keys_set:
+                        continue  # scored in this round already; its new timer comes next round
                     raw = self.table.get(key)
                     if raw is None:
                         continue
@@ -217,9 +232,7 @@ class BatchProcessor:
                     due = next_check_ms(state)
                     if due is None or due > watermark:
                         continue  # stale entry: the user was active since, or already re-scored
-                    skip.add(key)
                     scoring.add(key, state, due, context, "silence", None)
-        return done
 
     @staticmethod
     def table_pop(table: Any, key: bytes) -> None:
@@ -375,6 +388,23 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
+
+    if settings.state_api == "on":
+
+        @app.page("/users/{user_id}/")
+        @app.table_route(table=processor.table, match_info="user_id")
+        async def user_view(web: Any, request: Any, user_id: str) -> Any:
+            raw = processor.table.get(user_id.encode())
+            if raw is None:
+                return web.json({"user_id": user_id, "error": "no state for this user on this cluster"}, status=404)
+            as_of = request.query.get("as_of")
+            as_of_ms = None
+            if as_of is not None:
+                parsed = parse_timestamp_ms(int(as_of) if as_of.isdigit() else as_of)
+                if isinstance(parsed, DecodeError):
+                    return web.json({"error": f"as_of: {parsed.detail}"}, status=400)
+                as_of_ms = parsed
+            return web.json(describe_user(user_id, load_state(raw), as_of_ms))
 
     @app.agent(processor.events_topic, name="score-users")
     async def score_users(stream: faust.StreamT[bytes]) -> None:

@@ -128,22 +128,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from training.simulator import SimConfig, encode_stream, simulate
 
     config = SimConfig(users=args.users, days=args.days, seed=args.seed)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix == ".parquet":
+        import pandas as pd
+
+        if args.malformed_rate or args.unknown_rate:
+            msg = "retention simulate: Parquet holds valid events only; drop --malformed-rate/--unknown-rate"
+            print(msg, file=sys.stderr)
+            return 2
+        rows = [_event_row(event) for event in simulate(config)]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_parquet(out, index=False)
+        print(f"wrote {len(rows)} events to {out}")
+        return 0
     records = encode_stream(
         simulate(config), seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate
     )
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            import pandas as pd
-
-            from retention_model.events import Event
-            from training.simulator import simulate as sim_events
-
-            rows = [_event_row(e) for e in sim_events(config) if isinstance(e, Event)]
-            pd.DataFrame(rows).to_parquet(out, index=False)
-            print(f"wrote {len(rows)} events to {out}")
-            return 0
         n = 0
         with out.open("wb") as handle:
             for _, value, _ in records:
@@ -155,7 +157,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     counts = produce_records(settings, records, rate=args.rate)
-    print(f"produced {sum(counts.values())} records to {settings.events_topic}: {counts}")
+    print(f"produced {sum(counts.values())} records to {settings.events_topic}: {dict(counts)}")
     return 0
 
 

@@ -35,6 +35,7 @@ class Metrics(NamedTuple):
     model_info: Gauge
     publish_errors: Counter
     silence_rescored: Counter
+    late_events: Counter
     assigned_partitions: Gauge
 
 
@@ -88,6 +89,11 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         silence_rescored=Counter(
             f"{prefix}_silence_rescored_total",
             "Users re-scored because their silence crossed a threshold",
+            registry=registry,
+        ),
+        late_events=Counter(
+            f"{prefix}_late_events_total",
+            "Events older than their partition's watermark (applied all the same; see README)",
             registry=registry,
         ),
         assigned_partitions=Gauge(

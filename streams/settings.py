@@ -58,6 +58,7 @@ class Settings:
     metrics_port: int = _setting(9108, "Port of the Prometheus /metrics endpoint (0: off)", lo=0, hi=65535)
     web_host: str = _setting("127.0.0.1", "Address the Faust web server binds")
     web_port: int = _setting(6066, "Port of the Faust web server", lo=1, hi=65535)
+    state_api: str = _setting("on", "Serve GET /users/{user_id} on the Faust web server", choices=("on", "off"))
     store: str = _setting("memory://", "Faust table store", choices=("memory://", "rocksdb://"))
     data_dir: str = _setting(".retention-data", "Folder for Faust's local data (RocksDB state)")
     session_timeout_s: float = _setting(

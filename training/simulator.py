@@ -58,7 +58,7 @@ class SimUser:
     user_id: str
     signup_ms: int
     churn_ms: int | None  # when the fade-out began; None if still active at the end
-    silent_ms: int | None  # from when no more events come
+    silent_ms: int | None  # from when no more events come (after the last one)
 
 
 def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple[list[Event], SimUser]:
@@ -205,6 +205,9 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
     end_ms = start_ms + config.days * DAY_MS
     events = [e for e in events if e.ts_ms < end_ms]
     events.sort(key=lambda e: e.ts_ms)
+    if silent_ms is not None and events:
+        # Returns and reviews of the last orders may trail the fade-out.
+        silent_ms = max(silent_ms, events[-1].ts_ms + 1)
     return events, SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms)
 
 

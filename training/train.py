@@ -203,8 +203,8 @@ def train(events: list[Event], registry: str | Path, config: TrainConfig, *, sou
     last_ms = max(e.ts_ms for e in events)
     cutoffs = choose_cutoffs(first_ms, last_ms, config)
     horizon = config.horizon_days * DAY_MS
-    test_cutoff = cutoffs[-1]
-    val_cutoff = max(c for c in cutoffs if c <= test_cutoff - horizon)
+    test_cutoff = cutoffs[-1] if cutoffs else 0
+    val_cutoff = max((c for c in cutoffs if c <= test_cutoff - horizon), default=0)
     train_cutoffs = [c for c in cutoffs if c <= val_cutoff - horizon]
     if not train_cutoffs:
         msg = (
