@@ -93,6 +93,8 @@ class BatchProcessor:
             STATE_TABLE,
             default=None,
             partitions=settings.partitions,
+            key_type=bytes,  # bytes types make Faust's changelog (and recovery) use the raw codec
+            value_type=bytes,
             schema=raw_schema,
             help="Per-user feature state (retention_model.features.state, binary v1)",
         )
@@ -103,6 +105,8 @@ class BatchProcessor:
             TIMER_TABLE,
             default=None,
             partitions=settings.partitions,
+            key_type=bytes,  # bytes types make Faust's changelog (and recovery) use the raw codec
+            value_type=bytes,
             schema=raw_schema,
             help="Silence timers: users due for re-scoring, by partition and event-time hour",
         )
@@ -357,10 +361,31 @@ def _cap_fetch_wait(max_wait_ms: int) -> None:
     thread_cls._create_worker_consumer = create_worker_consumer
 
 
+def _use_fetched_highwaters(bootstrap: str) -> None:
+    """Make Faust's table recovery target the true end of each changelog partition.
+
+    Only for the embedded Tansu broker (``RETENTION_BROKER_KIND=tansu``): its wrong
+    ListOffsets answer would make Faust stop recovering a table after a few keys.
+    """
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streams.kafka import fetched_high_watermarks
+
+    async def highwaters(self: Any, partitions: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        found = await loop.run_in_executor(None, fetched_high_watermarks, bootstrap, pairs)
+        return {tp: found[(tp.topic, tp.partition)] for tp in partitions}
+
+    faust_aiokafka.AIOKafkaConsumerThread._highwaters = highwaters
+
+
 def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple[faust.App, BatchProcessor]:
     """Build the Faust app and its agent for ``settings``; the model is already loaded."""
     session = settings.session_timeout_s
     _cap_fetch_wait(settings.fetch_max_wait_ms)
+    if settings.broker_kind == "tansu":
+        _use_fetched_highwaters(",".join(settings.broker_list))
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b}" for b in settings.broker_list],

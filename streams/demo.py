@@ -136,6 +136,7 @@ def run_demo(
             print(f"[demo] embedded broker (Tansu) up on {broker}", file=out, flush=True)
         settings = settings.replace(
             broker=broker,
+            broker_kind="tansu" if embedded is not None else settings.broker_kind,
             metrics_port=settings.metrics_port if settings.metrics_port != 9108 else free_port(),
             web_port=free_port(),
             session_timeout_s=min(settings.session_timeout_s, 2.0),

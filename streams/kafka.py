@@ -27,6 +27,7 @@ from streams.settings import Settings
 
 __all__ = [
     "EmbeddedBroker",
+    "fetched_high_watermarks",
     "die_with_parent",
     "ensure_topics",
     "free_port",
@@ -209,3 +210,48 @@ def embedded_or_external(broker: str | None, log_file: Path | None = None) -> It
         return
     with EmbeddedBroker(log_file=log_file) as embedded:
         yield embedded.bootstrap
+
+
+def fetched_high_watermarks(bootstrap: str, partitions: list[tuple[str, int]], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """High watermarks read from fetch responses, not from ListOffsets.
+
+    Tansu answers ListOffsets(latest) with the last record *batch*'s base offset + 1
+    when that batch holds several records. Fetching one record at (that answer - 1)
+    returns a fetch response, and its high watermark is right.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "retention-highwater-probe",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "log_level": 0,
+        }
+    )
+    try:
+        result: dict[tuple[str, int], int] = {}
+        pending: list[TopicPartition] = []
+        for topic, partition in partitions:
+            _, listed = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+            result[(topic, partition)] = listed
+            if listed > 0:
+                pending.append(TopicPartition(topic, partition, listed - 1))
+        if pending:
+            consumer.assign(pending)
+            waiting = {(tp.topic, tp.partition) for tp in pending}
+            deadline = time.monotonic() + timeout_s
+            while waiting and time.monotonic() < deadline:
+                for message in consumer.consume(num_messages=len(waiting) * 2, timeout=0.5):
+                    if message.error():
+                        continue
+                    waiting.discard((message.topic(), message.partition()))
+            for topic, partition in {(tp.topic, tp.partition) for tp in pending} - waiting:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                result[(topic, partition)] = max(result[(topic, partition)], high)
+            if waiting:
+                log.warning("no fetch answer for %s; using ListOffsets for those partitions", sorted(waiting))
+        return result
+    finally:
+        consumer.close()

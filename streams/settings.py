@@ -35,6 +35,9 @@ class Settings:
     """Runtime settings of the worker, the demo and the tools around them."""
 
     broker: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port")
+    broker_kind: str = _setting(
+        "kafka", "What the broker is: tansu turns on fixes for the embedded broker", choices=("kafka", "tansu")
+    )
     app_id: str = _setting("retention", "Consumer group and Faust application id")
     events_topic: str = _setting("user-events", "Topic of behaviour events, keyed by user_id")
     dlq_topic: str = _setting("user-events.dlq", "Dead-letter topic for events that fail decoding")

@@ -25,6 +25,7 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
     tag = uuid.uuid4().hex[:8]
     base = dict(
         broker=broker,
+        broker_kind="kafka" if os.environ.get("RETENTION_TEST_BROKER") else "tansu",
         app_id=f"retention-test-{tag}",
         events_topic=f"events-{tag}",
         dlq_topic=f"events-{tag}.dlq",

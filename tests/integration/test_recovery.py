@@ -1,0 +1,60 @@
+"""A worker killed with SIGKILL comes back with its state and silence timers, from the changelog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from retention_model.events import encode_event
+from retention_model.features.derive import feature_vector
+from retention_model.features.offline import replay_states
+from retention_model.features.state import DAY_MS, load_state
+from streams.demo import metric_sum, scrape_metrics
+from streams.producer import produce_records
+
+from .helpers import fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric
+from .test_silence import T0, buyer_events
+
+pytestmark = pytest.mark.integration
+
+
+def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) -> None:
+    settings = fresh_settings(broker, tmp_path)
+    quitters = [f"q{i:02d}" for i in range(20)]
+    stayers = [f"s{i:02d}" for i in range(20)]
+    events = [e for u in quitters for e in buyer_events(u, 60)] + [e for u in stayers for e in buyer_events(u, 150)]
+    events.sort(key=lambda e: e.ts_ms)
+    split = T0 + 62 * DAY_MS  # quitters' last events, and their timers, are filed before the kill
+    before = [(e.user_id.encode(), encode_event(e), "valid") for e in events if e.ts_ms < split]
+    after = [(e.user_id.encode(), encode_event(e), "valid") for e in events if e.ts_ms >= split]
+
+    with running_worker(settings, tmp_path / "worker-1.log") as first:
+        produce_records(settings, before)
+        wait_for_metric(settings, "retention_events_total", len(before))
+        first.kill()  # SIGKILL: no goodbye, offsets of the last batches likely uncommitted
+        first.wait()
+
+    with running_worker(settings, tmp_path / "worker-2.log"):
+        produce_records(settings, after)
+        wait_for_metric(settings, "retention_events_total", len(after), outcome="applied")
+        wait_for_metric(settings, "retention_silence_rescored_total", len(quitters))
+        samples = scrape_metrics(metrics_url(settings))
+        changelog = read_topic(broker, settings.changelog_topics[0], settings.partitions)
+        scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
+
+    # Nothing lost, nothing counted twice: the recovered state equals the offline replay.
+    offline = replay_states(events)
+    latest = {k.decode(): v for k, v, _ in changelog if k is not None and v is not None}
+    assert set(latest) == set(offline)
+    for user_id, expected in offline.items():
+        streamed = load_state(latest[user_id])
+        assert streamed.totals == expected.totals, user_id
+        at = expected.last_seen_ms + DAY_MS
+        assert feature_vector(streamed, at) == pytest.approx(feature_vector(expected, at), rel=1e-9, abs=1e-9)
+    assert metric_sum(samples, "retention_events_total", outcome="applied") <= len(after) + len(before)
+
+    # The quitters sent nothing after the restart; only recovered timers can have re-scored them.
+    silenced_after_restart = {s["user_id"] for s in scores if s["trigger"] == "silence" and s["event_time"] > "2025-03-04"}
+    assert set(quitters) <= silenced_after_restart
