@@ -27,9 +27,9 @@ from streams.settings import Settings
 
 __all__ = [
     "EmbeddedBroker",
-    "fetched_high_watermarks",
     "die_with_parent",
     "ensure_topics",
+    "fetched_high_watermarks",
     "free_port",
     "wait_for_broker",
 ]
@@ -212,7 +212,9 @@ def embedded_or_external(broker: str | None, log_file: Path | None = None) -> It
         yield embedded.bootstrap
 
 
-def fetched_high_watermarks(bootstrap: str, partitions: list[tuple[str, int]], timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+def fetched_high_watermarks(
+    bootstrap: str, partitions: list[tuple[str, int]], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int]:
     """High watermarks read from fetch responses, not from ListOffsets.
 
     Tansu answers ListOffsets(latest) with the last record *batch*'s base offset + 1
@@ -234,7 +236,9 @@ def fetched_high_watermarks(bootstrap: str, partitions: list[tuple[str, int]], t
         result: dict[tuple[str, int], int] = {}
         pending: list[TopicPartition] = []
         for topic, partition in partitions:
-            _, listed = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+            _, listed = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s, cached=False
+            )
             result[(topic, partition)] = listed
             if listed > 0:
                 pending.append(TopicPartition(topic, partition, listed - 1))

@@ -56,5 +56,7 @@ def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) ->
     assert metric_sum(samples, "retention_events_total", outcome="applied") <= len(after) + len(before)
 
     # The quitters sent nothing after the restart; only recovered timers can have re-scored them.
-    silenced_after_restart = {s["user_id"] for s in scores if s["trigger"] == "silence" and s["event_time"] > "2025-03-04"}
+    silenced_after_restart = {
+        s["user_id"] for s in scores if s["trigger"] == "silence" and s["event_time"] > "2025-03-04"
+    }
     assert set(quitters) <= silenced_after_restart
