@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/retention demo --seconds $${SECONDS_TO_RUN:-60}
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
