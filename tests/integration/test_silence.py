@@ -49,6 +49,11 @@ def test_a_cohort_that_stops_buying_is_rescored_and_its_risk_rises(broker: str, 
         produce_records(settings, records)
         wait_for_metric(settings, "retention_events_total", len(records))
         wait_for_metric(settings, "retention_silence_rescored_total", len(quitters))
+        # One event from the distant past: counted as late, applied all the same.
+        late = Event("late-1", "s00", EventType.REVIEW, T0 + 20 * DAY_MS, rating=5.0)
+        produce_records(settings, [(b"s00", encode_event(late), "valid")])
+        wait_for_metric(settings, "retention_late_events_total", 1)
+        wait_for_metric(settings, "retention_events_total", len(records) + 1, outcome="applied")
         scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
         base = f"http://{settings.web_host}:{settings.web_port}/users"
         with urllib.request.urlopen(f"{base}/q00/", timeout=10) as response:
