@@ -18,6 +18,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("retention")
 
+#: Where the CDNOW data lies in this project's workspace (a user passes --data).
+DEFAULT_CDNOW = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
@@ -192,6 +195,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
+    """The CDNOW benchmark: project model vs LR, GBT, BG/NBD, Pareto/NBD."""
+    _setup_logging("info")
+    import json
+
+    from training.cdnow import CDNOW_HELP, evaluate_cdnow
+
+    data = Path(args.data)
+    if not data.is_file():
+        print(f"retention evaluate cdnow: {data}: {CDNOW_HELP}", file=sys.stderr)
+        return 2
+    report = evaluate_cdnow(data, folds=args.folds, seed=args.seed)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Broker, topics, worker and simulated traffic in one process tree."""
     from streams.demo import run_demo
@@ -261,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate models on real data")
+    evaluate = p.add_subparsers(dest="benchmark", required=True)
+    p = evaluate.add_parser("cdnow", help="CDNOW: project model vs logistic regression, GBT, BG/NBD, Pareto/NBD")
+    p.add_argument("--data", default=str(DEFAULT_CDNOW), help="path of CDNOW_master.txt")
+    p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_evaluate_cdnow)
 
     p = sub.add_parser("demo", help="run everything on the embedded broker with simulated traffic")
     p.add_argument("--seconds", type=float, default=60.0)

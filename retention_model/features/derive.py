@@ -50,8 +50,13 @@ def bgnbd_p_alive(x: float, t_x_days: float, t_days: float) -> float:
     if x <= 0:
         return 1.0
     t_x, big_t = t_x_days / _WEEK_DAYS, t_days / _WEEK_DAYS
-    log_term = (_BGNBD_R + x) * math.log((_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + t_x))
-    return 1.0 / (1.0 + (_BGNBD_A / (_BGNBD_B + x - 1.0)) * math.exp(log_term))
+    # In log space: with many repeat purchases the odds term overflows a float.
+    log_odds = math.log(_BGNBD_A / (_BGNBD_B + x - 1.0)) + (_BGNBD_R + x) * math.log(
+        (_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + t_x)
+    )
+    if log_odds > 700.0:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(log_odds))
 
 
 def feature_vector(state: UserState, now_ms: int) -> list[float]:

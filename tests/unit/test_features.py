@@ -59,6 +59,14 @@ def test_p_alive_falls_with_silence() -> None:
     assert late < soon
 
 
+def test_p_alive_is_finite_for_frequent_buyers_long_gone() -> None:
+    # Found on CDNOW: 200 repeat purchases, then a year of silence, overflowed exp().
+    from retention_model.features.derive import bgnbd_p_alive
+
+    assert bgnbd_p_alive(200.0, 100.0, 465.0) == pytest.approx(0.0, abs=1e-12)
+    assert bgnbd_p_alive(3.0, 30.0, 30.0) > 0.5
+
+
 def test_rates_and_ratings() -> None:
     state = regular_buyer()
     apply_event(state, ev(EventType.CANCEL_ORDER, 31))
