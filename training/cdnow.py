@@ -70,7 +70,7 @@ def load_cdnow(path: str | Path) -> pd.DataFrame:
     raw["cds"] = raw["cds"].astype(int)
     raw["dollars"] = raw["dollars"].astype(float)
     daily = raw.groupby(["customer", "date"], as_index=False).agg(cds=("cds", "sum"), dollars=("dollars", "sum"))
-    daily["ts_ms"] = pd.to_datetime(daily["date"], format="%Y%m%d", utc=True).astype("int64") // 1_000_000
+    daily["ts_ms"] = pd.to_datetime(daily["date"], format="%Y%m%d", utc=True).dt.as_unit("ms").astype("int64")
     return daily.sort_values(["ts_ms", "customer"], kind="stable").reset_index(drop=True)
 
 

@@ -61,10 +61,11 @@ def events_from_frame(frame: pd.DataFrame) -> list[Event]:
     """Convert a DataFrame in schema v1 (``ts`` as epoch ms or tz-aware datetimes)."""
     ts = frame["ts"]
     if pd.api.types.is_datetime64_any_dtype(ts):
-        ts_ms = (ts.dt.tz_convert("UTC").astype("int64") // 1_000_000) if ts.dt.tz is not None else None
-        if ts_ms is None:
+        if ts.dt.tz is None:
             msg = "event log column ts has no time zone; localise it to UTC first"
             raise ValueError(msg)
+        # as_unit: pandas 2 stores nanoseconds, pandas 3 may store micro- or milliseconds.
+        ts_ms = ts.dt.tz_convert("UTC").dt.as_unit("ms").astype("int64")
     else:
         ts_ms = ts.astype("int64")
     columns = {name: frame[name].tolist() for name in frame.columns if name != "ts"}

@@ -141,3 +141,25 @@ def test_offline_late_events_follow_log_order() -> None:
     ]
     _, matrix = features_at(events_by_user(events), [("u1", T0 + 15 * DAY_MS)])
     assert matrix[0, FEATURE_NAMES.index("spend_sum_total")] == 5.0
+
+
+def test_frames_with_datetime_columns_convert_to_epoch_ms() -> None:
+    import pandas as pd
+
+    from retention_model.features.offline import events_from_frame
+
+    frame = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "user_id": ["u1", "u1"],
+            "type": ["view", "purchase"],
+            "ts": pd.to_datetime(["2025-01-01T00:00:00Z", "2025-01-02T12:00:00+02:00"], utc=True),
+            "price": [None, 12.5],
+        }
+    )
+    events = events_from_frame(frame)
+    assert [e.ts_ms for e in events] == [T0, T0 + DAY_MS + 10 * 3_600_000]
+    assert events[1].price == 12.5 and events[0].price is None
+    naive = frame.assign(ts=frame["ts"].dt.tz_localize(None))
+    with pytest.raises(ValueError, match="no time zone"):
+        events_from_frame(naive)
