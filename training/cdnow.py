@@ -146,7 +146,9 @@ def _project_fold(
         validation_split=0.15,
         epochs=60,
         batch_size=256,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=5, restore_best_weights=True)],
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=5, restore_best_weights=True)
+        ],
         verbose=0,
     )
     predicted = model(normalise(x_test, mean, std), training=False)
@@ -156,7 +158,9 @@ def _project_fold(
     )
 
 
-def evaluate_cdnow(path: str | Path, *, folds: int = 5, seed: int = 42, split: CdnowSplit | None = None) -> dict[str, Any]:
+def evaluate_cdnow(
+    path: str | Path, *, folds: int = 5, seed: int = 42, split: CdnowSplit | None = None
+) -> dict[str, Any]:
     """Run every model on the identical split and folds; return the JSON-ready report."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -194,7 +198,9 @@ def evaluate_cdnow(path: str | Path, *, folds: int = 5, seed: int = 42, split: C
 
         scaler = StandardScaler().fit(rfm_matrix[train])
         logistic = LogisticRegression(max_iter=2000).fit(scaler.transform(rfm_matrix[train]), labels[train])
-        scores["logistic_regression"]["probability"][test] = logistic.predict_proba(scaler.transform(rfm_matrix[test]))[:, 1]
+        scores["logistic_regression"]["probability"][test] = logistic.predict_proba(scaler.transform(rfm_matrix[test]))[
+            :, 1
+        ]
         boosted = HistGradientBoostingClassifier(random_state=seed).fit(rfm_matrix[train], labels[train])
         scores["gradient_boosting"]["probability"][test] = boosted.predict_proba(rfm_matrix[test])[:, 1]
         if btyd:
@@ -245,7 +251,11 @@ def _btyd_available() -> bool:
 
 
 def _btyd_fold(
-    scores: dict[str, dict[str, np.ndarray]], rfm: pd.DataFrame, train: np.ndarray, test: np.ndarray, horizon_days: float
+    scores: dict[str, dict[str, np.ndarray]],
+    rfm: pd.DataFrame,
+    train: np.ndarray,
+    test: np.ndarray,
+    horizon_days: float,
 ) -> None:
     from lifetimes import BetaGeoFitter, ParetoNBDFitter
 
@@ -255,9 +265,11 @@ def _btyd_fold(
     f_te, r_te, big_t_te = weeks[test].T
     bgnbd = BetaGeoFitter(penalizer_coef=0.0).fit(f_tr, r_tr, big_t_tr)
     scores["bgnbd"]["count"][test] = bgnbd.conditional_expected_number_of_purchases_up_to_time(t, f_te, r_te, big_t_te)
-    scores["bgnbd"]["probability"][test] = 1.0 - bgnbd.conditional_probability_of_n_purchases_up_to_time(
-        0, t, f_te, r_te, big_t_te
-    )
+    # P(>=1 purchase in (T, T+t]) = P(alive) * (1 - E[exp(-lambda t) | alive]); given alive,
+    # lambda ~ Gamma(r + x, alpha + T), and a dead customer buys nothing.
+    r, alpha = bgnbd.params_["r"], bgnbd.params_["alpha"]
+    alive = bgnbd.conditional_probability_alive(f_te, r_te, big_t_te)
+    scores["bgnbd"]["probability"][test] = alive * (1.0 - ((alpha + big_t_te) / (alpha + big_t_te + t)) ** (r + f_te))
     pareto = ParetoNBDFitter(penalizer_coef=0.0).fit(f_tr, r_tr, big_t_tr)
     scores["pareto_nbd"]["count"][test] = pareto.conditional_expected_number_of_purchases_up_to_time(
         t, f_te, r_te, big_t_te
