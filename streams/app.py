@@ -413,6 +413,8 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
+        if settings.store == "memory://":  # counting a RocksDB store means a full scan
+            metrics.users_tracked.set(len(processor.table))
 
     if settings.state_api == "on":
 
