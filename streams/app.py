@@ -112,6 +112,7 @@ class BatchProcessor:
         )
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
+        self.recount_users = False
         self._buckets: dict[int, set[int]] | None = None
 
         def raw_topic(name: str) -> Any:
@@ -145,6 +146,9 @@ class BatchProcessor:
         """Decode, update state, re-score silent users, score and publish one micro-batch."""
         metrics = self.metrics
         metrics.batch_events.observe(len(batch))
+        if self.recount_users:  # first batch after a rebalance: the table is recovered by now
+            self.recount_users = False
+            metrics.users_tracked.set(len(self.table))
         by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
         partition_context: dict[int, EventT] = {}
         for fevent in batch:
@@ -413,8 +417,7 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
-        if settings.store == "memory://":  # counting a RocksDB store means a full scan
-            metrics.users_tracked.set(len(processor.table))
+        processor.recount_users = settings.store == "memory://"  # a RocksDB count is a full scan
 
     if settings.state_api == "on":
 
