@@ -44,6 +44,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not RESULTS:
         return
     RESULTS.setdefault("_meta", {})["machine"] = _machine()
+    if RESULTS.get("e2e.events_per_s") and RESULTS.get("naive.events_per_s"):
+        RESULTS["e2e.speedup_vs_naive"] = RESULTS["e2e.events_per_s"] / RESULTS["naive.events_per_s"]
     path = Path(os.environ.get("BENCH_JSON", "bench-results.json"))
     path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
     units = RESULTS["_meta"].get("units", {})

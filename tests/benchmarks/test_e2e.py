@@ -1,0 +1,148 @@
+"""End to end through the embedded broker: our worker, the naive Faust worker, Faust's no-op.
+
+Each pre-produces the same simulated events, keyed by user, to a 4-partition topic of its
+own, then measures consumed events per second. The latency figure offers 10,000 events/s
+to the running worker and reads event-to-decision percentiles from its histogram.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.demo import histogram_quantile, metric_sum, scrape_metrics
+from streams.kafka import EmbeddedBroker, free_port
+from streams.producer import produce_records
+from tests.integration.helpers import fresh_settings, metrics_url, running_worker
+from training.simulator import SimConfig, encode_stream, simulate
+
+REPO = Path(__file__).resolve().parents[2]
+RECORDS = list(encode_stream(simulate(SimConfig(users=1000, days=120, seed=31))))
+N = len(RECORDS)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    with EmbeddedBroker() as embedded:
+        yield embedded.bootstrap
+
+
+def _topic(broker: str) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker})  # keep a reference until the future resolves
+    admin.create_topics([NewTopic(name, 4, 1)])[name].result(10)
+    return name
+
+
+def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
+    settings = fresh_settings(broker, tmp_path, partitions=4, log_level="warning")
+    with running_worker(settings, tmp_path / "worker.log"):
+        produce_records(settings, RECORDS)
+        first = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            consumed = metric_sum(scrape_metrics(metrics_url(settings)), "retention_events_total")
+            now = time.monotonic()
+            if first is None and consumed > 0:
+                first = (now, consumed)
+            if consumed >= N:
+                break
+            time.sleep(0.05)
+        assert first is not None
+        rate = (consumed - first[1]) / max(time.monotonic() - first[0], 1e-9)
+        bench("e2e.events_per_s", rate, unit="events/s (consumed -> scored, published)", reference="naive.events_per_s")
+
+        # Latency at a fixed offered rate: reuse the events with new user ids (fresh state).
+        before = scrape_metrics(metrics_url(settings))
+        offered = [(b"L" + k, v.replace(b'"user_id":"', b'"user_id":"L'), kind) for k, v, kind in RECORDS[:150_000]]
+        produce_records(
+            settings, offered, rate=10_000, should_stop=lambda started=time.monotonic(): time.monotonic() - started > 15
+        )
+        time.sleep(2)
+        after = scrape_metrics(metrics_url(settings))
+    delta = {
+        "retention_event_to_decision_seconds_bucket": [
+            (
+                labels,
+                value
+                - next(v for lab, v in before.get("retention_event_to_decision_seconds_bucket", []) if lab == labels),
+            )
+            for labels, value in after["retention_event_to_decision_seconds_bucket"]
+        ]
+    }
+    bench(
+        "e2e.p50_ms_at_10k",
+        1000 * (histogram_quantile(delta, "retention_event_to_decision_seconds", 0.5) or 0),
+        unit="ms",
+    )
+    bench(
+        "e2e.p99_ms_at_10k",
+        1000 * (histogram_quantile(delta, "retention_event_to_decision_seconds", 0.99) or 0),
+        unit="ms",
+    )
+
+
+def _committed(broker: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(4)], timeout=5)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def _reference_rate(broker: str, mode: str, window_s: float) -> float:
+    topic = _topic(broker)
+    producer_settings = fresh_settings(broker, Path("/tmp"), events_topic=topic)
+    produce_records(producer_settings, RECORDS)
+    group = f"{mode}-{uuid.uuid4().hex[:6]}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests" / "benchmarks" / "naive_worker.py"),
+            broker,
+            topic,
+            group,
+            mode,
+            str(free_port()),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _committed(broker, group, topic) == 0:
+            assert process.poll() is None, f"{mode} worker exited"
+            assert time.monotonic() < deadline, f"{mode} worker never committed"
+            time.sleep(0.5)
+        start, start_count = time.monotonic(), _committed(broker, group, topic)
+        while time.monotonic() - start < window_s:
+            time.sleep(1)
+            count = _committed(broker, group, topic)
+            if count >= N:
+                break
+        return (count - start_count) / (time.monotonic() - start)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_naive_faust_worker(bench: Any, broker: str) -> None:
+    bench("naive.events_per_s", _reference_rate(broker, "naive", 20), unit="events/s (reference: per-event Faust)")
+
+
+def test_faust_noop_ceiling(bench: Any, broker: str) -> None:
+    bench("faust_noop.events_per_s", _reference_rate(broker, "noop", 15), unit="events/s (Faust's own ceiling)")
