@@ -64,9 +64,8 @@ def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
         # Latency at a fixed offered rate: reuse the events with new user ids (fresh state).
         before = scrape_metrics(metrics_url(settings))
         offered = [(b"L" + k, v.replace(b'"user_id":"', b'"user_id":"L'), kind) for k, v, kind in RECORDS[:150_000]]
-        produce_records(
-            settings, offered, rate=10_000, should_stop=lambda started=time.monotonic(): time.monotonic() - started > 15
-        )
+        offered_from = time.monotonic()
+        produce_records(settings, offered, rate=10_000, should_stop=lambda: time.monotonic() - offered_from > 15)
         time.sleep(2)
         after = scrape_metrics(metrics_url(settings))
     delta = {
