@@ -16,7 +16,7 @@ from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.derive import feature_dict, feature_matrix, profile, reasons
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
-from retention_model.policy.policy import SCORE_SCHEMA, Intervention, PolicyConfig, decide, iso_ms, tier_for
+from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, PolicyConfig, decide, iso_ms, tier_for
 
 __all__ = ["ScoredUser", "build_features", "describe_user", "finish_batch"]
 
@@ -31,7 +31,12 @@ class ScoredUser:
     now_ms: int
     reasons: list[str]
     profile: dict[str, Any]
-    interventions: list[Intervention]
+    decisions: list[Decision]
+
+    @property
+    def interventions(self) -> list[Intervention]:
+        """The interventions actually to send (not held out, not suppressed)."""
+        return [d.intervention for d in self.decisions if d.action == "sent"]
 
     def score_record(self, model_version: str) -> dict[str, Any]:
         """Wire form for the scores topic (schema ``retention.score/v1``)."""
@@ -69,7 +74,7 @@ def finish_batch(
         named = dict(zip(FEATURE_NAMES, features[i].tolist()))
         user_profile = profile(named, state, now).as_dict()
         user_reasons = reasons(named)
-        interventions = decide(
+        decisions = decide(
             user_id=user_id,
             risk=risk,
             state=state,
@@ -81,7 +86,7 @@ def finish_batch(
         )
         state.last_risk = risk
         state.last_scored_ms = now
-        out.append(ScoredUser(user_id, risk, tier_for(risk, config), now, user_reasons, user_profile, interventions))
+        out.append(ScoredUser(user_id, risk, tier_for(risk, config), now, user_reasons, user_profile, decisions))
     return out
 
 

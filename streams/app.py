@@ -121,6 +121,7 @@ class BatchProcessor:
         self.events_topic = raw_topic(settings.events_topic)
         self.dlq = raw_topic(settings.dlq_topic)
         self.scores = raw_topic(settings.scores_topic)
+        self.decisions = raw_topic(settings.decisions_topic)
         self.kind_topics = {
             "coupon": raw_topic(settings.coupon_topic),
             "recommendation": raw_topic(settings.recommendation_topic),
@@ -277,9 +278,13 @@ class BatchProcessor:
             metrics.scores.labels(result.tier).inc()
             if trigger == "silence":
                 metrics.silence_rescored.inc()
-            for intervention in result.interventions:
-                await self._send(self.kind_topics[intervention.kind], key, orjson.dumps(intervention.as_dict()))
-                metrics.interventions.labels(intervention.kind, intervention.tier).inc()
+            for decision in result.decisions:
+                intervention = decision.intervention
+                await self._send(self.decisions, key, orjson.dumps(decision.as_dict()))
+                metrics.decisions.labels(intervention.kind, decision.action).inc()
+                if decision.action == "sent":
+                    await self._send(self.kind_topics[intervention.kind], key, orjson.dumps(intervention.as_dict()))
+                    metrics.interventions.labels(intervention.kind, intervention.tier).inc()
         published = time.time()
         for seen in scoring.seen_s:
             if seen is not None:

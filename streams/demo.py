@@ -157,7 +157,12 @@ def run_demo(
         print(f"[demo] worker starting (log {workdir / 'worker.log'}); metrics at {metrics_url}", file=out, flush=True)
         reader = OutputCounter(
             broker,
-            [settings.scores_topic, settings.coupon_topic, settings.recommendation_topic, settings.dlq_topic],
+            [
+                settings.scores_topic,
+                settings.coupon_topic,
+                settings.recommendation_topic,
+                settings.dlq_topic,
+            ],  # counted
             settings.partitions,
         )
         reader.start()
@@ -266,6 +271,10 @@ def _summary(
         "interventions": {
             "coupon": reader.counts[settings.coupon_topic],
             "recommendation": reader.counts[settings.recommendation_topic],
+        },
+        "decisions": {
+            action: int(metric_sum(samples, "retention_decisions_total", action=action))
+            for action in ("sent", "held_out", "suppressed")
         },
         "latency_ms_p50": ms(0.5),
         "latency_ms_p99": ms(0.99),

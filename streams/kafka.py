@@ -176,6 +176,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         **{topic: settings.partitions for topic in settings.changelog_topics},
         settings.dlq_topic: settings.partitions,
         settings.scores_topic: settings.partitions,
+        settings.decisions_topic: settings.partitions,
         settings.coupon_topic: settings.partitions,
         settings.recommendation_topic: settings.partitions,
     }

@@ -31,6 +31,7 @@ class Metrics(NamedTuple):
     decision_latency_seconds: Histogram
     scores: Counter
     interventions: Counter
+    decisions: Counter
     users_tracked: Gauge
     model_info: Gauge
     publish_errors: Counter
@@ -74,6 +75,12 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_interventions_total",
             "Interventions published, by kind and tier",
             ["kind", "tier"],
+            registry=registry,
+        ),
+        decisions=Counter(
+            f"{prefix}_decisions_total",
+            "Policy decisions, by kind and action (sent, held_out, suppressed)",
+            ["kind", "action"],
             registry=registry,
         ),
         users_tracked=Gauge(f"{prefix}_users_tracked", "Users with state on this worker", registry=registry),

@@ -46,6 +46,9 @@ class Settings:
     recommendation_topic: str = _setting(
         "retention.interventions.recommendation", "Topic of recommendation interventions"
     )
+    decisions_topic: str = _setting(
+        "retention.decisions", "Topic of every policy decision: sent, held out or suppressed, with the reason"
+    )
     partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
     model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")
     model_device: str = _setting("auto", "Where the model runs", choices=("auto", "cpu", "gpu"))
@@ -75,6 +78,12 @@ class Settings:
     coupon_cooldown_days: float = _setting(14.0, "Least event-time days between two coupons to a user", lo=0.0, hi=3650)
     recommendation_cooldown_days: float = _setting(
         3.0, "Least event-time days between two recommendations to a user", lo=0.0, hi=3650
+    )
+    holdout_share: float = _setting(
+        0.10, "Share of users in the control group (decisions logged, nothing sent)", lo=0.0, hi=0.99
+    )
+    holdout_salt: str = _setting(
+        "retention-holdout-v1", "Salt of the holdout hash; change it to draw a new control group"
     )
     log_level: str = _setting("info", "Log level", choices=("debug", "info", "warning", "error"))
 
@@ -114,6 +123,8 @@ class Settings:
             coupon_expiry_days=self.coupon_expiry_days,
             coupon_cooldown_days=self.coupon_cooldown_days,
             recommendation_cooldown_days=self.recommendation_cooldown_days,
+            holdout_share=self.holdout_share,
+            holdout_salt=self.holdout_salt,
         )
 
     @property

@@ -1,8 +1,9 @@
 """Retention policy: from a churn score to interventions, pure and deterministic.
 
-First version: risk tiers, one action per tier, a per-user cooldown per kind kept
-in the user's state (so it survives restarts), and a deterministic
-``intervention_id`` so subscribers can de-duplicate re-sends.
+Risk tiers, one action per tier, a per-user cooldown per kind kept in the user's
+state (so it survives restarts), a salted-hash holdout group that gets decisions but
+no interventions (to measure the effect), and a deterministic id per decision so
+subscribers can de-duplicate re-sends.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ from typing import Any, Final, Literal
 from retention_model.features.state import DAY_MS, UserState
 
 __all__ = [
+    "DECISION_SCHEMA",
     "INTERVENTION_SCHEMA",
+    "Decision",
     "SCORE_SCHEMA",
     "Intervention",
     "PolicyConfig",
     "decide",
+    "in_holdout",
     "iso_ms",
     "tier_for",
 ]
 
 INTERVENTION_SCHEMA: Final = "retention.intervention/v1"
 SCORE_SCHEMA: Final = "retention.score/v1"
+DECISION_SCHEMA: Final = "retention.decision/v1"
 
 Kind = Literal["coupon", "recommendation"]
 
@@ -47,8 +52,14 @@ class PolicyConfig:
     coupon_cooldown_days: float = 14.0
     recommendation_cooldown_days: float = 3.0
     currency: str = "EUR"
+    #: Share of users in the control group, who get decisions but no interventions.
+    holdout_share: float = 0.10
+    holdout_salt: str = "retention-holdout-v1"
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_share < 1.0:
+            msg = f"holdout_share must be in [0, 1), got {self.holdout_share}"
+            raise ValueError(msg)
         if not 0.0 <= self.medium_risk <= self.high_risk <= 1.0:
             msg = f"need 0 <= medium_risk <= high_risk <= 1, got {self.medium_risk} and {self.high_risk}"
             raise ValueError(msg)
@@ -106,6 +117,45 @@ def _intervention_id(user_id: str, kind: str, decision_offset: int, event_time_m
     return hashlib.sha256(key).hexdigest()[:24]
 
 
+def in_holdout(user_id: str, config: PolicyConfig) -> bool:
+    """Whether a user is in the control group: a salted hash, stable across processes and runs."""
+    if config.holdout_share <= 0.0:
+        return False
+    digest = hashlib.sha256(f"{config.holdout_salt}\x1f{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < config.holdout_share
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one kind of intervention, and why.
+
+    ``action`` is ``sent``, ``held_out`` (control group: recorded, not sent) or
+    ``suppressed`` (a cooldown held). ``intervention`` is what was or would have
+    been sent.
+    """
+
+    action: Literal["sent", "held_out", "suppressed"]
+    reason: str
+    intervention: Intervention
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON body (schema ``retention.decision/v1``)."""
+        body = self.intervention.as_dict()
+        return {
+            "schema": DECISION_SCHEMA,
+            "decision_id": body["intervention_id"],
+            "user_id": body["user_id"],
+            "kind": body["kind"],
+            "action": self.action,
+            "reason": self.reason,
+            "tier": body["tier"],
+            "risk": body["risk"],
+            "model_version": body["model_version"],
+            "event_time": body["event_time"],
+            "intervention": body,
+        }
+
+
 def decide(
     *,
     user_id: str,
@@ -116,17 +166,19 @@ def decide(
     reasons: list[str],
     profile: dict[str, Any],
     config: PolicyConfig,
-) -> list[Intervention]:
-    """Interventions for one scored user; records sends in ``state`` (cooldowns).
+) -> list[Decision]:
+    """Decisions for one scored user; records sends (and would-be sends) in ``state``.
 
-    ``now_ms`` is event time. Returns an empty list when the tier calls for
-    nothing or a cooldown holds.
+    ``now_ms`` is event time. A low tier decides nothing. For each kind the tier
+    calls for: a cooldown still running suppresses it; otherwise a control-group
+    user is held out (and their cooldown starts as if it had been sent, so both
+    groups keep the same cadence); everyone else is sent the intervention.
     """
     tier = tier_for(risk, config)
     if tier == "low":
         return []
-    out: list[Intervention] = []
     has_purchased = state.first_purchase_ms != 0
+    holdout = in_holdout(user_id, config)
 
     def make(kind: Kind, payload: dict[str, Any]) -> Intervention:
         return Intervention(
@@ -142,32 +194,42 @@ def decide(
             payload=payload,
         )
 
-    coupon_due = now_ms - state.last_coupon_ms >= config.coupon_cooldown_days * DAY_MS
-    if tier == "high" and has_purchased and coupon_due:
-        out.append(
-            make(
-                "coupon",
-                {
-                    "coupon_value": config.coupon_value,
-                    "currency": config.currency,
-                    "min_spend": config.coupon_min_spend,
-                    "expires_at": iso_ms(now_ms + config.coupon_expiry_days * DAY_MS),
-                },
+    wanted: list[tuple[Kind, int, float, dict[str, Any]]] = []
+    if tier == "high" and has_purchased:
+        offer = {
+            "coupon_value": config.coupon_value,
+            "currency": config.currency,
+            "min_spend": config.coupon_min_spend,
+            "expires_at": iso_ms(now_ms + config.coupon_expiry_days * DAY_MS),
+        }
+        wanted.append(("coupon", state.last_coupon_ms, config.coupon_cooldown_days, offer))
+    categories = list(profile.get("top_categories", []))
+    recommendation = {
+        "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(categories)],
+        "strategy": "top_categories",
+    }
+    wanted.append(("recommendation", state.last_reco_ms, config.recommendation_cooldown_days, recommendation))
+
+    out: list[Decision] = []
+    for kind, last_ms, cooldown_days, payload in wanted:
+        intervention = make(kind, payload)
+        if last_ms and now_ms - last_ms < cooldown_days * DAY_MS:
+            ago = (now_ms - last_ms) / DAY_MS
+            out.append(
+                Decision(
+                    "suppressed",
+                    f"cooldown: last {kind} {ago:.1f} days ago, cooldown {cooldown_days:g} days",
+                    intervention,
+                )
             )
-        )
-        state.last_coupon_ms = now_ms
-    reco_due = now_ms - state.last_reco_ms >= config.recommendation_cooldown_days * DAY_MS
-    if reco_due:
-        categories = list(profile.get("top_categories", []))
-        out.append(
-            make(
-                "recommendation",
-                {
-                    "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(categories)],
-                    "strategy": "top_categories",
-                },
-            )
-        )
-        state.last_reco_ms = now_ms
-    state.interventions_sent += len(out)
+            continue
+        if kind == "coupon":
+            state.last_coupon_ms = now_ms
+        else:
+            state.last_reco_ms = now_ms
+        if holdout:
+            out.append(Decision("held_out", f"control group ({config.holdout_share:.0%} holdout)", intervention))
+        else:
+            state.interventions_sent += 1
+            out.append(Decision("sent", f"{tier} risk", intervention))
     return out

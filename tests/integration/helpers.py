@@ -30,6 +30,7 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
         events_topic=f"events-{tag}",
         dlq_topic=f"events-{tag}.dlq",
         scores_topic=f"scores-{tag}",
+        decisions_topic=f"decisions-{tag}",
         coupon_topic=f"coupon-{tag}",
         recommendation_topic=f"recommendation-{tag}",
         partitions=3,

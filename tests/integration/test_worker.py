@@ -41,6 +41,7 @@ def test_worker_end_to_end(broker: str, tmp_path: Path) -> None:
         coupons = read_topic(broker, settings.coupon_topic, settings.partitions)
         recommendations = read_topic(broker, settings.recommendation_topic, settings.partitions)
         dead = read_topic(broker, settings.dlq_topic, settings.partitions)
+        decisions = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.decisions_topic, settings.partitions)]
         changelog = read_topic(broker, settings.changelog_topics[0], settings.partitions)
 
     # Metrics count every record exactly once, by outcome.
@@ -92,6 +93,16 @@ def test_worker_end_to_end(broker: str, tmp_path: Path) -> None:
         assert ("recommendation" in body) == (body["kind"] == "recommendation")
     ids = [orjson.loads(v)["intervention_id"] for _, v, _ in coupons + recommendations]
     assert len(set(ids)) == len(ids)
+
+    # Every decision is logged once, with its action and reason; exactly the sent ones went out.
+    assert metric_sum(samples, "retention_decisions_total") == len(decisions)
+    assert len({d["decision_id"] for d in decisions}) == len(decisions)
+    assert {d["decision_id"] for d in decisions if d["action"] == "sent"} == set(ids)
+    assert {d["action"] for d in decisions} == {"sent", "held_out", "suppressed"}
+    assert all(d["reason"] for d in decisions)
+    held_users = {d["user_id"] for d in decisions if d["action"] == "held_out"}
+    sent_users = {d["user_id"] for d in decisions if d["action"] == "sent"}
+    assert not held_users & sent_users  # a control-group user never receives anything
 
 
 def test_worker_refuses_a_missing_bundle(tmp_path: Path, broker: str) -> None:
