@@ -18,8 +18,8 @@ from retention_model.features.state import DAY_MS, UserState
 __all__ = [
     "DECISION_SCHEMA",
     "INTERVENTION_SCHEMA",
-    "Decision",
     "SCORE_SCHEMA",
+    "Decision",
     "Intervention",
     "PolicyConfig",
     "decide",
