@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -30,9 +31,11 @@ import orjson
 from faust.streams import _current_event
 from faust.types import EventT
 
+from retention_model.errors import BundleError
 from retention_model.events import DecodeError, Event, UnknownEventType, decode_event, parse_timestamp_ms
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
+from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
 from retention_model.scoring import build_features, describe_user, finish_batch
 from streams.metrics import Metrics
@@ -113,6 +116,7 @@ class BatchProcessor:
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
         self.recount_users = False
+        self._failed_bundles: set[Path] = set()
         self._buckets: dict[int, set[int]] | None = None
 
         def raw_topic(name: str) -> Any:
@@ -129,6 +133,38 @@ class BatchProcessor:
         # One thread: the model call releases the GIL, and a single thread keeps
         # TensorFlow's own thread pools from being oversubscribed.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+
+    async def maybe_reload_model(self) -> None:
+        """Load the newest bundle under the model path if it is not the one in use.
+
+        The new model is loaded and warmed in the scoring thread, then swapped in
+        between two batches, so no event waits or is lost. A bundle that fails to
+        load is logged and counted, and the running model stays.
+        """
+        current = self.model.meta_.path if self.model.meta_ is not None else None
+        try:
+            newest = resolve_bundle(self.settings.model_path)
+        except BundleError as exc:
+            log.error("model reload: %s; keeping model %s", exc, self.model.version)
+            self.metrics.model_reloads.labels("failed").inc()
+            return
+        if newest == current or newest in self._failed_bundles:
+            return
+        candidate = ChurnModel(newest, device=self.model.device)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, candidate.load)
+        except BundleError as exc:
+            self._failed_bundles.add(newest)
+            log.error("model reload: %s; keeping model %s", exc, self.model.version)
+            self.metrics.model_reloads.labels("failed").inc()
+            return
+        old = self.model
+        self.model = candidate
+        self.metrics.model_info.labels(old.version, old.device_name_ or "cpu").set(0)
+        self.metrics.model_info.labels(candidate.version, candidate.device_name_ or "cpu").set(1)
+        self.metrics.model_reloads.labels("loaded").inc()
+        log.info("model reloaded: %s -> %s (%s)", old.version, candidate.version, newest)
 
     def forget_timer_index(self) -> None:
         """Rebuild the in-memory bucket index on next use (after a rebalance)."""
@@ -254,10 +290,11 @@ class BatchProcessor:
         features = build_features(scoring.states, scoring.now_ms)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        risks = await loop.run_in_executor(self.executor, self.model.score_many, features)
+        model = self.model  # a hot reload may swap self.model while this batch scores
+        risks = await loop.run_in_executor(self.executor, model.score_many, features)
         metrics.scoring_seconds.observe(time.perf_counter() - started)
         metrics.batch_users.observe(len(scoring.states))
-        version = self.model.version
+        version = model.version
         scored = finish_batch(
             scoring.user_ids, scoring.states, scoring.now_ms, features, risks, model_version=version, config=self.policy
         )
@@ -440,6 +477,12 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
                     return web.json({"error": f"as_of: {parsed.detail}"}, status=400)
                 as_of_ms = parsed
             return web.json(describe_user(user_id, load_state(raw), as_of_ms))
+
+    if settings.model_reload_s > 0:
+
+        @app.timer(settings.model_reload_s)
+        async def reload_model() -> None:
+            await processor.maybe_reload_model()
 
     @app.agent(processor.events_topic, name="score-users")
     async def score_users(stream: faust.StreamT[bytes]) -> None:

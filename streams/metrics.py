@@ -37,6 +37,7 @@ class Metrics(NamedTuple):
     publish_errors: Counter
     silence_rescored: Counter
     late_events: Counter
+    model_reloads: Counter
     assigned_partitions: Gauge
 
 
@@ -101,6 +102,12 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         late_events=Counter(
             f"{prefix}_late_events_total",
             "Events older than their partition's watermark (applied all the same; see README)",
+            registry=registry,
+        ),
+        model_reloads=Counter(
+            f"{prefix}_model_reloads_total",
+            "Attempts to load a newer model bundle, by result (loaded, failed)",
+            ["result"],
             registry=registry,
         ),
         assigned_partitions=Gauge(

@@ -51,6 +51,9 @@ class Settings:
     )
     partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
     model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")
+    model_reload_s: float = _setting(
+        30.0, "How often to look for a newer bundle in the model path and load it, in s (0: never)", lo=0.0, hi=86_400
+    )
     model_device: str = _setting("auto", "Where the model runs", choices=("auto", "cpu", "gpu"))
     batch_max_size: int = _setting(2000, "Most events gathered into one micro-batch", lo=1, hi=100_000)
     batch_max_wait_ms: int = _setting(50, "Longest a micro-batch waits to fill, in ms", lo=1, hi=60_000)

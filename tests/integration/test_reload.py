@@ -1,0 +1,72 @@
+"""A newer bundle dropped into the registry is loaded without a restart; a broken one is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from retention_model.model.bundle import resolve_bundle
+from retention_model.policy.policy import iso_ms
+from streams.demo import scrape_metrics
+from streams.producer import produce_records
+from streams.settings import BUNDLED_MODEL
+from training.simulator import SimConfig, encode_stream, simulate
+
+from .helpers import fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric
+
+pytestmark = pytest.mark.integration
+
+
+def add_bundle(registry: Path, name: str, version: str, created_at: str, *, corrupt: bool = False) -> None:
+    """A copy of the shipped bundle under a new version, written the atomic way (rename)."""
+    staging = registry / f".staging-{name}"
+    shutil.copytree(resolve_bundle(BUNDLED_MODEL), staging)
+    meta = json.loads((staging / "bundle.json").read_text())
+    meta.update(version=version, created_at=created_at)
+    (staging / "bundle.json").write_text(json.dumps(meta))
+    if corrupt:
+        (staging / "model.keras").write_bytes(b"truncated upload")
+    staging.rename(registry / name)
+
+
+def versions_in_use(settings: object) -> set[str]:
+    samples = scrape_metrics(metrics_url(settings))  # type: ignore[arg-type]
+    return {labels["version"] for labels, value in samples.get("retention_model_info", []) if value == 1}
+
+
+def test_hot_reload_swaps_models_and_keeps_the_old_one_on_failure(broker: str, tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    add_bundle(registry, "churn-first", "first", "2026-01-01T00:00:00+00:00")
+    settings = fresh_settings(broker, tmp_path, model_path=str(registry), model_reload_s=0.5)
+    records = list(encode_stream(simulate(SimConfig(users=60, days=40, seed=2))))
+    half = len(records) // 2
+
+    with running_worker(settings, tmp_path / "worker.log"):
+        assert versions_in_use(settings) == {"first"}
+        produce_records(settings, records[:half])
+        wait_for_metric(settings, "retention_events_total", half)
+
+        add_bundle(registry, "churn-second", "second", "2026-02-01T00:00:00+00:00")
+        wait_for_metric(settings, "retention_model_reloads_total", 1, result="loaded")
+        assert versions_in_use(settings) == {"second"}
+        produce_records(settings, records[half:])
+        wait_for_metric(settings, "retention_events_total", len(records))
+
+        add_bundle(registry, "churn-broken", "broken", "2026-03-01T00:00:00+00:00", corrupt=True)
+        wait_for_metric(settings, "retention_model_reloads_total", 1, result="failed")
+        assert versions_in_use(settings) == {"second"}
+        scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
+
+    assert {s["model_version"] for s in scores} == {"first", "second"}
+    # Events of the first half were scored before the swap, the second half's after it.
+    second_half_from = iso_ms(orjson.loads(records[half][1])["ts"])
+    for score in scores:
+        if score["event_time"] >= second_half_from:
+            assert score["model_version"] == "second", score
+        elif score["trigger"] == "event":
+            assert score["model_version"] == "first", score
