@@ -50,6 +50,9 @@ TIMER_TABLE = "silence-timers"
 #: Bound on silence re-scoring rounds per batch (each round moves every due user
 #: to a later threshold; there are at most seven thresholds per user).
 MAX_SILENCE_ROUNDS = 16
+#: Dead letters keep at most this much of the original value (Kafka's default
+#: request limit is 1 MB; the decoder refuses anything over 64 KiB anyway).
+DLQ_MAX_VALUE_BYTES = 256 * 1024
 
 
 HOUR_MS = 3_600_000
@@ -347,6 +350,7 @@ class BatchProcessor:
     async def _dead_letter(self, fevent: EventT, error: DecodeError) -> None:
         """Original bytes as the value; why and where from in headers."""
         message = fevent.message
+        value = message.value or b""
         headers = {
             "retention.dlq.reason": error.reason.encode(),
             "retention.dlq.detail": error.detail.encode(errors="replace"),
@@ -354,8 +358,13 @@ class BatchProcessor:
             "retention.dlq.partition": str(message.partition).encode(),
             "retention.dlq.offset": str(message.offset).encode(),
         }
+        if len(value) > DLQ_MAX_VALUE_BYTES:
+            # A record too big to re-publish in full would fail the send and stop the
+            # worker: keep its head, and say how long it was.
+            headers["retention.dlq.truncated_from"] = str(len(value)).encode()
+            value = value[:DLQ_MAX_VALUE_BYTES]
         try:
-            await self.dlq.send(key=message.key, value=message.value or b"", headers=headers)
+            await self.dlq.send(key=message.key, value=value, headers=headers)
         except Exception:
             self.metrics.publish_errors.labels(self.settings.dlq_topic).inc()
             raise

@@ -214,6 +214,33 @@ def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List dead letters by reason, export them, or re-publish fixed ones."""
+    from streams.dlq import export_dead_letters, read_dead_letters, republish, summarise
+
+    settings = _settings(args)
+    if args.action == "republish":
+        if not args.file:
+            print(
+                "retention dlq republish: give --file with the fixed records (from `retention dlq export`)",
+                file=sys.stderr,
+            )
+            return 2
+        n = republish(settings, Path(args.file))
+        print(f"re-published {n} records to {settings.events_topic}")
+        return 0
+    letters = [letter for letter in read_dead_letters(settings) if args.reason in (None, letter["reason"])]
+    if args.action == "export":
+        if not args.file:
+            print("retention dlq export: give --file to write to", file=sys.stderr)
+            return 2
+        n = export_dead_letters(letters, Path(args.file))
+        print(f"exported {n} dead letters to {args.file}; fix the value fields, then `retention dlq republish`")
+        return 0
+    print(summarise(letters))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Broker, topics, worker and simulated traffic in one process tree."""
     from streams.demo import run_demo
@@ -299,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", help="also write the summary to this file")
     add_settings_flags(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dlq", help="dead letters: list by reason, export, re-publish fixed ones")
+    p.add_argument("action", choices=("list", "export", "republish"))
+    p.add_argument("--reason", help="only dead letters with this reason")
+    p.add_argument("--file", help="JSONL file to export to, or to re-publish from")
+    add_settings_flags(p, ("broker", "dlq_topic", "events_topic"))
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("settings", help="print the settings table")
     p.add_argument("--effective", action="store_true", help="print the values in effect instead")

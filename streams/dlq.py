@@ -1,0 +1,102 @@
+"""``retention dlq``: look at dead letters by reason, export them, re-publish fixed ones."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.producer import produce_records
+from streams.settings import Settings
+
+__all__ = ["export_dead_letters", "read_dead_letters", "republish", "summarise"]
+
+
+def read_dead_letters(settings: Settings, idle_s: float = 2.0) -> Iterator[dict[str, Any]]:
+    """Every record of the dead-letter topic, from the beginning, as a JSON-ready dict."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": ",".join(settings.broker_list),
+            "group.id": f"retention-dlq-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    metadata = consumer.list_topics(settings.dlq_topic, timeout=10).topics.get(settings.dlq_topic)
+    partitions = sorted(metadata.partitions) if metadata is not None else []
+    consumer.assign([TopicPartition(settings.dlq_topic, p, OFFSET_BEGINNING) for p in partitions])
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            for message in consumer.consume(num_messages=5000, timeout=0.2):
+                if message.error():
+                    continue
+                last = time.monotonic()
+                headers = {k: v.decode(errors="replace") for k, v in (message.headers() or [])}
+                value = message.value() or b""
+                try:
+                    text: str | None = value.decode()
+                except UnicodeDecodeError:
+                    text = None
+                yield {
+                    "reason": headers.get("retention.dlq.reason", "unknown"),
+                    "detail": headers.get("retention.dlq.detail", ""),
+                    "source": {
+                        "topic": headers.get("retention.dlq.topic"),
+                        "partition": int(headers.get("retention.dlq.partition", -1)),
+                        "offset": int(headers.get("retention.dlq.offset", -1)),
+                    },
+                    "truncated_from": int(headers["retention.dlq.truncated_from"])
+                    if "retention.dlq.truncated_from" in headers
+                    else None,
+                    "key": (message.key() or b"").decode(errors="replace"),
+                    "value": text,
+                    "value_base64": None if text is not None else base64.b64encode(value).decode(),
+                }
+    finally:
+        consumer.close()
+
+
+def summarise(letters: list[dict[str, Any]]) -> str:
+    """Counts by reason, with one example detail each."""
+    counts = Counter(letter["reason"] for letter in letters)
+    examples = {}
+    for letter in letters:
+        examples.setdefault(letter["reason"], letter["detail"])
+    lines = [f"{len(letters)} dead letters"]
+    for reason, count in counts.most_common():
+        lines.append(f"  {count:8d}  {reason:24s}  e.g. {examples[reason][:80]}")
+    return "\n".join(lines)
+
+
+def export_dead_letters(letters: list[dict[str, Any]], path: Path) -> int:
+    """Write one JSON object per line; fix ``value`` in place, then :func:`republish`."""
+    with path.open("w") as handle:
+        for letter in letters:
+            handle.write(json.dumps(letter) + "\n")
+    return len(letters)
+
+
+def republish(settings: Settings, path: Path) -> int:
+    """Produce each line's ``key`` and (fixed) ``value`` to the events topic; return how many.
+
+    Lines whose value is still undecodable bytes (``value`` null) are refused, so an
+    unfixed record is not sent back round the loop by accident.
+    """
+    records = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        letter = json.loads(line)
+        if letter.get("value") is None:
+            msg = f"{path}:{line_no}: value is not text (still the original bytes); fix it or delete the line"
+            raise ValueError(msg)
+        records.append((letter["key"].encode(), letter["value"].encode(), "valid"))
+    produced = produce_records(settings, records)
+    return sum(produced.values())
