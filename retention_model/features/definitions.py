@@ -99,6 +99,7 @@ DERIVED_FEATURES: Final = (
     ("btyd_t_x_days", "days from first to last purchase"),
     ("btyd_T_days", "days from first purchase to now"),
     ("btyd_p_alive", "BG/NBD P(alive) under a fixed CDNOW prior"),
+    ("btyd_p_purchase_30d", "BG/NBD P(a purchase in the next 30 days): a cold-start score from one purchase on"),
     ("distinct_categories", "estimated number of distinct categories touched"),
 )
 

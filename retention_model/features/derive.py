@@ -59,6 +59,18 @@ def bgnbd_p_alive(x: float, t_x_days: float, t_days: float) -> float:
     return 1.0 / (1.0 + math.exp(log_odds))
 
 
+def bgnbd_p_purchase(x: float, t_x_days: float, t_days: float, horizon_days: float = 30.0) -> float:
+    """BG/NBD P(at least one purchase in the next ``horizon_days``).
+
+    P(alive) times P(a Poisson purchase | alive), with the purchase rate's posterior
+    Gamma(r + x, alpha + T): meaningful from the first purchase (x = 0), when P(alive)
+    alone is 1 for everyone.
+    """
+    big_t, horizon = t_days / _WEEK_DAYS, horizon_days / _WEEK_DAYS
+    no_purchase_if_alive = ((_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + big_t + horizon)) ** (_BGNBD_R + x)
+    return bgnbd_p_alive(x, t_x_days, t_days) * (1.0 - no_purchase_if_alive)
+
+
 def feature_vector(state: UserState, now_ms: int) -> list[float]:
     """The model input row for one user as of ``now_ms``, in :data:`FEATURE_NAMES` order."""
     decayed = _decayed_all(state, now_ms)
@@ -118,6 +130,7 @@ def feature_vector(state: UserState, now_ms: int) -> list[float]:
             t_x,
             purchase_age,
             bgnbd_p_alive(x, t_x, purchase_age) if has_purchased else 0.0,
+            bgnbd_p_purchase(x, t_x, purchase_age) if has_purchased else 0.0,
             _distinct_estimate(state.category_bits),
         )
     )

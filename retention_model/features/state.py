@@ -29,6 +29,7 @@ __all__ = [
     "decay_factor",
     "dump_state",
     "load_state",
+    "merge_states",
 ]
 
 DAY_MS: Final = 86_400_000
@@ -212,6 +213,51 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> bo
     if event.category is not None:
         _add_category(state, event)
     return True
+
+
+def merge_states(a: UserState, b: UserState) -> UserState:
+    """One user's state from two states built on disjoint sets of their events.
+
+    Totals and decayed sums add (after moving both to one anchor), first/last times
+    take min/max, the recent-purchase and category profiles keep the top entries.
+    It lets a backfill split a user's history, and combine the parts.
+    """
+    if a.is_empty:
+        return _copy(b)
+    if b.is_empty:
+        return _copy(a)
+    left, right = _copy(a), _copy(b)
+    anchor = min(left.anchor_ms, right.anchor_ms)
+    _reanchor(left, anchor)
+    _reanchor(right, anchor)
+    out = left
+    out.offset = max(left.offset, right.offset)
+    out.first_seen_ms = min(left.first_seen_ms, right.first_seen_ms)
+    out.last_seen_ms = max(left.last_seen_ms, right.last_seen_ms)
+    firsts = [t for t in (left.first_purchase_ms, right.first_purchase_ms) if t]
+    out.first_purchase_ms = min(firsts) if firsts else 0
+    out.last_purchase_ms = max(left.last_purchase_ms, right.last_purchase_ms)
+    out.last_coupon_ms = max(left.last_coupon_ms, right.last_coupon_ms)
+    out.last_reco_ms = max(left.last_reco_ms, right.last_reco_ms)
+    if right.last_scored_ms > left.last_scored_ms:
+        out.last_scored_ms, out.last_risk = right.last_scored_ms, right.last_risk
+    out.interventions_sent = left.interventions_sent + right.interventions_sent
+    out.category_bits = left.category_bits | right.category_bits
+    out.totals = [x + y for x, y in zip(left.totals, right.totals)]
+    out.decayed = [x + y for x, y in zip(left.decayed, right.decayed)]
+    out.recent_purchases_ms = sorted(left.recent_purchases_ms + right.recent_purchases_ms)[-RECENT_PURCHASES_KEPT:]
+    categories = dict(left.categories)
+    for name, weight in right.categories.items():
+        categories[name] = categories.get(name, 0.0) + weight
+    kept = sorted(categories, key=lambda k: (-categories[k], k))[:TOP_CATEGORIES_KEPT]
+    out.categories = {name: categories[name] for name in kept}
+    if out.last_seen_ms - out.anchor_ms > REANCHOR_AFTER_MS:
+        _reanchor(out, out.last_seen_ms - out.last_seen_ms % DAY_MS)
+    return out
+
+
+def _copy(state: UserState) -> UserState:
+    return load_state(dump_state(state))
 
 
 def _add_category(state: UserState, event: Event) -> None:

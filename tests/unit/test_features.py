@@ -32,7 +32,7 @@ def test_feature_names_are_unique_and_derived_from_definitions() -> None:
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert "spend_sum_30d" in FEATURE_NAMES
     assert "purchases_count_total" in FEATURE_NAMES
-    assert len(FEATURE_NAMES) == len(SIGNALS) * 5 + 25
+    assert len(FEATURE_NAMES) == len(SIGNALS) * 5 + 26
     assert FEATURE_CODE_VERSION.startswith("v1-")
 
 
@@ -65,6 +65,15 @@ def test_p_alive_is_finite_for_frequent_buyers_long_gone() -> None:
 
     assert bgnbd_p_alive(200.0, 100.0, 465.0) == pytest.approx(0.0, abs=1e-12)
     assert bgnbd_p_alive(3.0, 30.0, 30.0) > 0.5
+
+
+def test_one_purchase_already_has_a_cold_start_score() -> None:
+    state = UserState()
+    apply_event(state, ev(EventType.PURCHASE, 0, price=30.0))
+    fresh = feature_dict(state, T0 + 2 * DAY_MS)
+    stale = feature_dict(state, T0 + 120 * DAY_MS)
+    assert fresh["btyd_p_alive"] == stale["btyd_p_alive"] == 1.0  # uninformative at x = 0
+    assert 0.0 < stale["btyd_p_purchase_30d"] < fresh["btyd_p_purchase_30d"] < 1.0
 
 
 def test_rates_and_ratings() -> None:

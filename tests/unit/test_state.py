@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
 from retention_model.features.derive import feature_dict
-from retention_model.features.state import DAY_MS, UserState, apply_event, dump_state, load_state
+from retention_model.features.state import DAY_MS, UserState, apply_event, dump_state, load_state, merge_states
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SPEND = [s.on for s in SIGNALS].index("spend")
@@ -158,3 +158,18 @@ def test_reanchoring_keeps_values_over_years() -> None:
     expected = sum(10.0 * 0.5 ** ((now - e.ts_ms) / DAY_MS) for e in events)
     assert state.decayed_value(SPEND, 0, now) == pytest.approx(expected)
     assert math.isfinite(state.decayed[SPEND * 4])
+
+
+@given(user_events(), st.data())
+def test_merging_two_halves_equals_the_whole(events: list[Event], data: st.DataObject) -> None:
+    mask = data.draw(st.lists(st.booleans(), min_size=len(events), max_size=len(events)))
+    left = replay([e for e, m in zip(events, mask) if m])
+    right = replay([e for e, m in zip(events, mask) if not m])
+    whole = replay(events)
+    merged = merge_states(left, right)
+    now = max(e.ts_ms for e in events) + DAY_MS
+    got, want = feature_dict(merged, now), feature_dict(whole, now)
+    for name in FEATURE_NAMES:
+        assert got[name] == pytest.approx(want[name], rel=1e-9, abs=1e-9), name
+    assert merged.recent_purchases_ms == whole.recent_purchases_ms
+    assert merge_states(UserState(), whole) == whole
