@@ -102,6 +102,30 @@ def wait_for_metric(settings: Settings, name: str, at_least: float, timeout_s: f
     raise AssertionError(f"{name}{labels} reached {value}, wanted {at_least}")
 
 
+def settled_metrics(
+    settings: Settings, quiet_s: float = 1.0, timeout_s: float = 30.0
+) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Metrics once nothing has changed for ``quiet_s``: the last batch is fully published.
+
+    ``retention_events_total`` counts a record when it is decoded, before its user is
+    scored and published, so reading counts right after it reaches a total races the
+    last batch.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = scrape_metrics(metrics_url(settings))
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = scrape_metrics(metrics_url(settings))
+        counters = {k: v for k, v in now.items() if k.endswith("_total")}
+        if counters != {k: v for k, v in last.items() if k.endswith("_total")}:
+            stable_since = time.monotonic()
+        elif time.monotonic() - stable_since >= quiet_s:
+            return now
+        last = now
+    raise AssertionError("metrics did not settle")
+
+
 def read_topic(
     broker: str, topic: str, partitions: int, idle_s: float = 2.0
 ) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:

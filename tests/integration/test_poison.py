@@ -11,11 +11,11 @@ import pytest
 
 from retention_model.events import Event, EventType, encode_event
 from streams.cli import main as cli
-from streams.demo import metric_sum, scrape_metrics
+from streams.demo import metric_sum
 from streams.producer import produce_records
 from training.simulator import SimConfig, encode_stream, simulate
 
-from .helpers import fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric
+from .helpers import fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_poison_corpus_goes_to_the_dlq_with_reasons(broker: str, tmp_path: Path)
     with running_worker(settings, tmp_path / "worker.log") as worker:
         produce_records(settings, records)
         wait_for_metric(settings, "retention_events_total", len(records))
-        samples = scrape_metrics(metrics_url(settings))
+        samples = settled_metrics(settings)
         dead = read_topic(broker, settings.dlq_topic, settings.partitions)
         assert worker.poll() is None  # still running
 

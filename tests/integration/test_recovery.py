@@ -11,10 +11,10 @@ from retention_model.events import encode_event
 from retention_model.features.derive import feature_vector
 from retention_model.features.offline import replay_states
 from retention_model.features.state import DAY_MS, load_state
-from streams.demo import metric_sum, scrape_metrics
+from streams.demo import metric_sum
 from streams.producer import produce_records
 
-from .helpers import fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric
+from .helpers import fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric
 from .test_silence import T0, buyer_events
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) ->
         produce_records(settings, after)
         wait_for_metric(settings, "retention_events_total", len(after), outcome="applied")
         wait_for_metric(settings, "retention_silence_rescored_total", len(quitters))
-        samples = scrape_metrics(metrics_url(settings))
+        samples = settled_metrics(settings)
         changelog = read_topic(broker, settings.changelog_topics[0], settings.partitions)
         scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
 

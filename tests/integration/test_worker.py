@@ -15,11 +15,19 @@ from retention_model.features.derive import feature_vector
 from retention_model.features.offline import replay_states
 from retention_model.features.state import load_state
 from retention_model.policy.policy import INTERVENTION_SCHEMA, SCORE_SCHEMA
-from streams.demo import metric_sum, scrape_metrics
+from streams.demo import metric_sum
 from streams.producer import produce_records
 from training.simulator import BAD_PAYLOADS, SimConfig, encode_stream, simulate
 
-from .helpers import REPO, fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric, worker_env
+from .helpers import (
+    REPO,
+    fresh_settings,
+    read_topic,
+    running_worker,
+    settled_metrics,
+    wait_for_metric,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +44,7 @@ def test_worker_end_to_end(broker: str, tmp_path: Path) -> None:
         produced = produce_records(settings, records)
         assert produced == kinds
         wait_for_metric(settings, "retention_events_total", len(records))
-        samples = scrape_metrics(metrics_url(settings))
+        samples = settled_metrics(settings)
         scores = read_topic(broker, settings.scores_topic, settings.partitions)
         coupons = read_topic(broker, settings.coupon_topic, settings.partitions)
         recommendations = read_topic(broker, settings.recommendation_topic, settings.partitions)
