@@ -118,7 +118,7 @@ class BatchProcessor:
         )
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
-        self.recount_users = False
+        self.count_users_exactly = settings.store == "memory://"
         self._failed_bundles: set[Path] = set()
         self._buckets: dict[int, set[int]] | None = None
 
@@ -186,9 +186,6 @@ class BatchProcessor:
         """Decode, update state, re-score silent users, score and publish one micro-batch."""
         metrics = self.metrics
         metrics.batch_events.observe(len(batch))
-        if self.recount_users:  # first batch after a rebalance: the table is recovered by now
-            self.recount_users = False
-            metrics.users_tracked.set(len(self.table))
         by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
         partition_context: dict[int, EventT] = {}
         for fevent in batch:
@@ -233,8 +230,10 @@ class BatchProcessor:
             if applied:
                 seen = min(f.message.timestamp for _, f in items)
                 batch_scoring.add(key, state, state.last_seen_ms, items[-1][1], "event", seen)
-        if new_users:
-            metrics.users_tracked.inc(new_users)
+        if self.count_users_exactly:
+            metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
+        elif new_users:
+            metrics.users_tracked.inc(new_users)  # counting a RocksDB store would scan it
 
         self._collect_silent(batch_scoring, partition_context)
         if batch_scoring.states:
@@ -468,7 +467,6 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
-        processor.recount_users = settings.store == "memory://"  # a RocksDB count is a full scan
 
     if settings.state_api == "on":
 

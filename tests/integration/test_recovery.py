@@ -60,4 +60,5 @@ def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) ->
     silenced_after_restart = {
         s["user_id"] for s in scores if s["trigger"] == "silence" and s["event_time"] > "2025-03-04"
     }
-    assert set(quitters) <= silenced_after_restart
+    missing = sorted(set(quitters) - silenced_after_restart)
+    assert not missing, {u: [(s["trigger"], s["event_time"]) for s in scores if s["user_id"] == u] for u in missing[:3]}
