@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint format model clean
+.PHONY: demo test bench chaos lint format model clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q tests/benchmarks -p no:cacheprovider --override-ini addopts=
+
+# Fault injection: repeated kill -9 mid-stream; figures to $$CHAOS_JSON (chaos-results.json).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/chaos -p no:cacheprovider --override-ini addopts=
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
