@@ -38,6 +38,7 @@ from retention_model.features.state import UserState, apply_event, dump_state, l
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
 from retention_model.scoring import build_features, describe_user, finish_batch
+from streams.kafka import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -457,6 +458,7 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, settings.batch_max_size * 2),
         table_standby_replicas=0,
+        broker_credentials=faust_credentials(settings),
     )
     processor = BatchProcessor(app, settings, model, metrics)
     within = settings.batch_max_wait_ms / 1000.0

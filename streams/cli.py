@@ -60,10 +60,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the topics the worker uses (existing ones are kept)."""
-    from streams.kafka import ensure_topics, wait_for_broker
+    from streams.kafka import client_config, ensure_topics, wait_for_broker
 
     settings = _settings(args)
-    wait_for_broker(",".join(settings.broker_list), timeout_s=args.wait_s)
+    wait_for_broker(",".join(settings.broker_list), timeout_s=args.wait_s, config=client_config(settings))
     created = ensure_topics(settings)
     print(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
     return 0
@@ -82,7 +82,7 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
 
     from retention_model.model.scorer import ChurnModel
     from streams import metrics as metrics_module
-    from streams.kafka import ensure_topics, wait_for_broker
+    from streams.kafka import client_config, ensure_topics, wait_for_broker
 
     try:
         model = ChurnModel(settings.model_path, device=settings.model_device).load()  # type: ignore[arg-type]
@@ -93,6 +93,7 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     try:
         wait_for_broker(
             bootstrap,
+            config=client_config(settings),
             timeout_s=broker_wait_s,
             on_wait=lambda: log.warning("waiting for a Kafka broker at %s (up to %gs)", bootstrap, broker_wait_s),
         )
@@ -253,8 +254,12 @@ def cmd_settings(args: argparse.Namespace) -> int:
     """Print the settings table, or the effective settings."""
     if args.effective:
         settings = _settings(args)
+        from streams.settings import SECRETS
+
         for name in Settings.__dataclass_fields__:
-            print(f"RETENTION_{name.upper()}={getattr(settings, name)}")
+            value = getattr(settings, name)
+            shown = ("***" if value else "") if name in SECRETS else value
+            print(f"RETENTION_{name.upper()}={shown}")
     else:
         print(settings_table())
     return 0

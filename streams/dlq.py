@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.kafka import client_config
 from streams.producer import produce_records
 from streams.settings import Settings
 
@@ -23,7 +24,7 @@ def read_dead_letters(settings: Settings, idle_s: float = 2.0) -> Iterator[dict[
     """Every record of the dead-letter topic, from the beginning, as a JSON-ready dict."""
     consumer = Consumer(
         {
-            "bootstrap.servers": ",".join(settings.broker_list),
+            **client_config(settings),
             "group.id": f"retention-dlq-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

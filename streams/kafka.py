@@ -27,8 +27,10 @@ from streams.settings import Settings
 
 __all__ = [
     "EmbeddedBroker",
+    "client_config",
     "die_with_parent",
     "ensure_topics",
+    "faust_credentials",
     "fetched_high_watermarks",
     "free_port",
     "wait_for_broker",
@@ -146,10 +148,17 @@ class EmbeddedBroker:
         self.stop()
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, on_wait: Callable[[], None] | None = None) -> None:
+def wait_for_broker(
+    bootstrap: str,
+    timeout_s: float = 30.0,
+    on_wait: Callable[[], None] | None = None,
+    config: dict[str, Any] | None = None,
+) -> None:
     """Block until the cluster answers a metadata request, or raise TimeoutError."""
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000, "log_level": 0})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000, "log_level": 0, **(config or {})}
+    )
     warned = False
     while True:
         try:
@@ -163,6 +172,47 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 30.0, on_wait: Callable[[
                 on_wait()
                 warned = True
             time.sleep(0.2)
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """confluent-kafka (librdkafka) configuration: bootstrap servers and security."""
+    config: dict[str, Any] = {"bootstrap.servers": ",".join(settings.broker_list)}
+    if settings.security_protocol != "PLAINTEXT":
+        config["security.protocol"] = settings.security_protocol
+    if settings.security_protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        config["sasl.password"] = settings.sasl_password
+    if settings.security_protocol.endswith("SSL"):
+        if settings.ssl_cafile:
+            config["ssl.ca.location"] = settings.ssl_cafile
+        if settings.ssl_certfile:
+            config["ssl.certificate.location"] = settings.ssl_certfile
+            config["ssl.key.location"] = settings.ssl_keyfile
+    return config
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same security for Faust (aiokafka): ``broker_credentials``, or None for PLAINTEXT."""
+    import ssl
+
+    import faust
+
+    context = None
+    if settings.security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ssl_cafile or None)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if settings.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
 
 
 def topic_specs(settings: Settings) -> dict[str, int]:
@@ -184,7 +234,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
 
 def ensure_topics(settings: Settings, extra_config: dict[str, Any] | None = None) -> list[str]:
     """Create missing topics; return the names created. Existing topics are kept."""
-    admin = AdminClient({"bootstrap.servers": ",".join(settings.broker_list), **(extra_config or {})})
+    admin = AdminClient({**client_config(settings), **(extra_config or {})})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = {name: n for name, n in topic_specs(settings).items() if name not in existing}
     if not wanted:

@@ -45,7 +45,10 @@ def produce_records(
     ``rate`` caps records per second (0: unthrottled). Delivery failures raise: a
     record the broker did not take is never silently counted as produced.
     """
-    producer = make_producer(",".join(settings.broker_list))
+    from streams.kafka import client_config
+
+    security = {k: v for k, v in client_config(settings).items() if k != "bootstrap.servers"}
+    producer = make_producer(",".join(settings.broker_list), **security)
     delivered: Counter[str] = Counter()
     failures: list[str] = []
 

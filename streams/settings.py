@@ -18,7 +18,7 @@ from typing import Any
 from retention_model.errors import SettingsError
 from retention_model.policy.policy import PolicyConfig
 
-__all__ = ["BUNDLED_MODEL", "Settings", "add_settings_flags", "settings_table"]
+__all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "settings_table"]
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "retention_model" / "bundled"
 ENV_PREFIX = "RETENTION_"
@@ -38,6 +38,21 @@ class Settings:
     broker_kind: str = _setting(
         "kafka", "What the broker is: tansu turns on fixes for the embedded broker", choices=("kafka", "tansu")
     )
+    security_protocol: str = _setting(
+        "PLAINTEXT", "How clients talk to Kafka", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    )
+    sasl_mechanism: str = _setting(
+        "PLAIN", "SASL mechanism (with SASL_*)", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    )
+    sasl_username: str = _setting("", "SASL user name (with SASL_*)")
+    sasl_password: str = field(
+        default="",
+        repr=False,  # never in a repr, a log line or an error message
+        metadata={"help": "SASL password (with SASL_*); never printed", "choices": (), "lo": None, "hi": None},
+    )
+    ssl_cafile: str = _setting("", "CA bundle for TLS (with SSL / SASL_SSL); empty: the system's")
+    ssl_certfile: str = _setting("", "Client certificate for mutual TLS (optional)")
+    ssl_keyfile: str = _setting("", "Client private key for mutual TLS (optional)")
     app_id: str = _setting("retention", "Consumer group and Faust application id")
     events_topic: str = _setting("user-events", "Topic of behaviour events, keyed by user_id")
     dlq_topic: str = _setting("user-events.dlq", "Dead-letter topic for events that fail decoding")
@@ -99,10 +114,23 @@ class Settings:
                 _fail(spec.name, value, allowed)
             if meta["lo"] is not None and not meta["lo"] <= value <= meta["hi"]:
                 _fail(spec.name, value, allowed)
-            if spec.type == "str" and not value and spec.name != "broker":
+            if spec.type == "str" and not value and spec.name not in _MAY_BE_EMPTY:
                 _fail(spec.name, value, "a non-empty string")
         if not self.broker or any(":" not in part for part in self.broker_list):
             _fail("broker", self.broker, "comma-separated host:port pairs, e.g. 127.0.0.1:9092")
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
+            msg = (
+                f"RETENTION_SECURITY_PROTOCOL={self.security_protocol} needs RETENTION_SASL_USERNAME and "
+                "RETENTION_SASL_PASSWORD"
+            )
+            raise SettingsError(msg)
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                _fail(name, path, "the path of a readable file")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            msg = "RETENTION_SSL_CERTFILE and RETENTION_SSL_KEYFILE go together: set both or neither"
+            raise SettingsError(msg)
         if self.medium_risk > self.high_risk:
             msg = (
                 f"RETENTION_MEDIUM_RISK={self.medium_risk} is above RETENTION_HIGH_RISK={self.high_risk}; "
@@ -158,6 +186,9 @@ class Settings:
         return cls(**values)
 
 
+_MAY_BE_EMPTY = frozenset({"sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"})
+SECRETS = frozenset({"sasl_password"})
+
 # Variables with the prefix that are not settings of this object.
 _NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})
 
@@ -211,6 +242,7 @@ def settings_table() -> str:
     lines = ["| Environment variable | Flag | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
     for spec in fields(Settings):
         default = spec.default if spec.name != "model_path" else "the bundled model"
+        default = "" if spec.name in SECRETS else default
         lines.append(
             f"| `RETENTION_{spec.name.upper()}` | `--{spec.name.replace('_', '-')}` | `{default}` | "
             f"{_allowed(spec)} | {spec.metadata['help']} |"
