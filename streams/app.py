@@ -120,6 +120,7 @@ class BatchProcessor:
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
         self.count_users_exactly = settings.store == "memory://"
+        self.consumer: Any = None  # set once the app's consumer exists
         self._failed_bundles: set[Path] = set()
         self._buckets: dict[int, set[int]] | None = None
 
@@ -169,6 +170,20 @@ class BatchProcessor:
         self.metrics.model_info.labels(candidate.version, candidate.device_name_ or "cpu").set(1)
         self.metrics.model_reloads.labels("loaded").inc()
         log.info("model reloaded: %s -> %s (%s)", old.version, candidate.version, newest)
+
+    def _record_lag(self, partition_context: dict[int, EventT]) -> None:
+        """Lag per partition from the high watermark of the last fetch (correct on Tansu too)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for partition, fevent in partition_context.items():
+            message = fevent.message
+            try:
+                highwater = consumer.highwater(message.tp)
+            except Exception:  # no fetch answer yet for this partition
+                continue
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(str(partition)).set(max(0, highwater - message.offset - 1))
 
     def forget_timer_index(self) -> None:
         """Rebuild the in-memory bucket index on next use (after a rebalance)."""
@@ -236,6 +251,7 @@ class BatchProcessor:
         elif new_users:
             metrics.users_tracked.inc(new_users)  # counting a RocksDB store would scan it
 
+        self._record_lag(partition_context)
         self._collect_silent(batch_scoring, partition_context)
         if batch_scoring.states:
             await self._score_and_publish(batch_scoring)
@@ -486,6 +502,13 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
                     return web.json({"error": f"as_of: {parsed.detail}"}, status=400)
                 as_of_ms = parsed
             return web.json(describe_user(user_id, load_state(raw), as_of_ms))
+
+    @app.timer(1.0)
+    async def report_recovery() -> None:
+        processor.consumer = app.consumer
+        recovery = app.tables.recovery
+        metrics.recovering.set(1 if recovery.in_recovery else 0)
+        metrics.recovery_remaining.set(recovery.active_remaining_total() if recovery.in_recovery else 0)
 
     if settings.model_reload_s > 0:
 

@@ -38,6 +38,9 @@ class Metrics(NamedTuple):
     silence_rescored: Counter
     late_events: Counter
     model_reloads: Counter
+    consumer_lag: Gauge
+    recovering: Gauge
+    recovery_remaining: Gauge
     assigned_partitions: Gauge
 
 
@@ -108,6 +111,20 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_model_reloads_total",
             "Attempts to load a newer model bundle, by result (loaded, failed)",
             ["result"],
+            registry=registry,
+        ),
+        consumer_lag=Gauge(
+            f"{prefix}_consumer_lag_records",
+            "Events not yet processed, by partition of the events topic (high watermark - next offset)",
+            ["partition"],
+            registry=registry,
+        ),
+        recovering=Gauge(
+            f"{prefix}_recovering", "1 while tables are being recovered from changelogs", registry=registry
+        ),
+        recovery_remaining=Gauge(
+            f"{prefix}_recovery_remaining_records",
+            "Changelog records left to read before this worker's tables are recovered",
             registry=registry,
         ),
         assigned_partitions=Gauge(

@@ -55,6 +55,8 @@ def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) ->
         assert feature_vector(streamed, at) == pytest.approx(feature_vector(expected, at), rel=1e-9, abs=1e-9)
     assert metric_sum(samples, "retention_events_total", outcome="applied") <= len(after) + len(before)
     assert metric_sum(samples, "retention_users_tracked") == len(offline)  # recovered users counted
+    assert metric_sum(samples, "retention_recovering") == 0
+    assert metric_sum(samples, "retention_recovery_remaining_records") == 0
 
     # The quitters sent nothing after the restart; only recovered timers can have re-scored them.
     silenced_after_restart = {

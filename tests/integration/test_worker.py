@@ -57,6 +57,8 @@ def test_worker_end_to_end(broker: str, tmp_path: Path) -> None:
     assert metric_sum(samples, "retention_events_total", outcome="dead_lettered") == kinds["malformed"]
     assert metric_sum(samples, "retention_events_total", outcome="ignored") == kinds["unknown"]
     assert metric_sum(samples, "retention_dead_letters_total") == kinds["malformed"]
+    lags = samples["retention_consumer_lag_records"]
+    assert len(lags) == settings.partitions and all(value == 0 for _, value in lags)  # drained
     assert metric_sum(samples, "retention_scores_total") == len(scores)
     assert metric_sum(samples, "retention_interventions_total", kind="coupon") == len(coupons)
     assert metric_sum(samples, "retention_interventions_total", kind="recommendation") == len(recommendations)
