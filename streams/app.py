@@ -96,26 +96,24 @@ class BatchProcessor:
         self.metrics = metrics
         self.policy = settings.policy
         raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-        self.table = app.Table(
-            STATE_TABLE,
-            default=None,
-            partitions=settings.partitions,
-            key_type=bytes,  # bytes types make Faust's changelog (and recovery) use the raw codec
-            value_type=bytes,
-            schema=raw_schema,
-            help="Per-user feature state (retention_model.features.state, binary v1)",
-        )
+
+        def raw_table(name: str, help: str) -> Any:
+            return app.Table(
+                name,
+                default=None,
+                partitions=settings.partitions,
+                key_type=bytes,  # bytes types make Faust's changelog (and recovery) use the raw codec
+                value_type=bytes,
+                schema=raw_schema,
+                help=help,
+            )
+
+        self.table = raw_table(STATE_TABLE, "Per-user feature state (retention_model.features.state, binary v1)")
         # Silence timers: key b"<partition>:<hour>" -> newline-separated user keys due
         # in that event-time hour. Stale entries are fine: the due time is
         # recomputed from the state before anyone is re-scored.
-        self.timers = app.Table(
-            TIMER_TABLE,
-            default=None,
-            partitions=settings.partitions,
-            key_type=bytes,  # bytes types make Faust's changelog (and recovery) use the raw codec
-            value_type=bytes,
-            schema=raw_schema,
-            help="Silence timers: users due for re-scoring, by partition and event-time hour",
+        self.timers = raw_table(
+            TIMER_TABLE, "Silence timers: users due for re-scoring, by partition and event-time hour"
         )
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}

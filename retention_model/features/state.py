@@ -285,26 +285,30 @@ _HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
 _FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
 
 
+# Header fields after the version byte, in wire order (one list for dump and load).
+_HEADER_FIELDS: Final = (
+    "offset",
+    "anchor_ms",
+    "first_seen_ms",
+    "last_seen_ms",
+    "first_purchase_ms",
+    "last_purchase_ms",
+    "last_coupon_ms",
+    "last_reco_ms",
+    "last_scored_ms",
+    "interventions_sent",
+    "category_bits",
+    "last_risk",
+)
+
+
 def dump_state(state: UserState) -> bytes:
     """Serialise to the compact binary format (version byte first)."""
+    recent = state.recent_purchases_ms
     parts = [
-        _HEADER.pack(
-            STATE_VERSION,
-            state.offset,
-            state.anchor_ms,
-            state.first_seen_ms,
-            state.last_seen_ms,
-            state.first_purchase_ms,
-            state.last_purchase_ms,
-            state.last_coupon_ms,
-            state.last_reco_ms,
-            state.last_scored_ms,
-            state.interventions_sent,
-            state.category_bits,
-            state.last_risk,
-        ),
+        _HEADER.pack(STATE_VERSION, *(getattr(state, name) for name in _HEADER_FIELDS)),
         _FLOATS.pack(*state.totals, *state.decayed),
-        struct.pack(f"<B{len(state.recent_purchases_ms)}q", len(state.recent_purchases_ms), *state.recent_purchases_ms),
+        struct.pack(f"<B{len(recent)}q", len(recent), *recent),
         struct.pack("<B", len(state.categories)),
     ]
     for name, weight in state.categories.items():
@@ -320,21 +324,9 @@ def load_state(blob: bytes) -> UserState:
         msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
         raise ValueError(msg)
     state = UserState()
-    (
-        _,
-        state.offset,
-        state.anchor_ms,
-        state.first_seen_ms,
-        state.last_seen_ms,
-        state.first_purchase_ms,
-        state.last_purchase_ms,
-        state.last_coupon_ms,
-        state.last_reco_ms,
-        state.last_scored_ms,
-        state.interventions_sent,
-        state.category_bits,
-        state.last_risk,
-    ) = _HEADER.unpack_from(blob, 0)
+    _, *header = _HEADER.unpack_from(blob, 0)
+    for name, value in zip(_HEADER_FIELDS, header):
+        setattr(state, name, value)
     pos = _HEADER.size
     floats = _FLOATS.unpack_from(blob, pos)
     pos += _FLOATS.size

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -146,3 +147,24 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def assert_state_matches_offline(
+    changelog: list[tuple[bytes | None, bytes | None, dict[str, bytes]]], events: list[Any]
+) -> None:
+    """The latest changelog value of every user equals the offline replay of ``events``:
+    the same users, the same exact totals, and the same features to 1e-9."""
+    import pytest
+
+    from retention_model.features.derive import feature_vector
+    from retention_model.features.offline import replay_states
+    from retention_model.features.state import DAY_MS, load_state
+
+    offline = replay_states(events)
+    latest = {k.decode(): v for k, v, _ in changelog if k is not None and v is not None}
+    assert set(latest) == set(offline)
+    for user_id, expected in offline.items():
+        streamed = load_state(latest[user_id])
+        assert streamed.totals == expected.totals, user_id
+        at = expected.last_seen_ms + DAY_MS
+        assert feature_vector(streamed, at) == pytest.approx(feature_vector(expected, at), rel=1e-9, abs=1e-9)

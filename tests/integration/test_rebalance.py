@@ -12,14 +12,20 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from retention_model.events import encode_event
-from retention_model.features.derive import feature_vector
-from retention_model.features.offline import replay_states
-from retention_model.features.state import DAY_MS, load_state
+from retention_model.features.state import DAY_MS
 from streams.demo import metric_sum, scrape_metrics
 from streams.kafka import fetched_high_watermarks, free_port
 from streams.producer import produce_records
 
-from .helpers import fresh_settings, metrics_url, read_topic, running_worker, settled_metrics, wait_for_metric
+from .helpers import (
+    assert_state_matches_offline,
+    fresh_settings,
+    metrics_url,
+    read_topic,
+    running_worker,
+    settled_metrics,
+    wait_for_metric,
+)
 from .test_silence import T0, buyer_events
 
 pytestmark = pytest.mark.integration
@@ -87,14 +93,7 @@ def test_survivor_takes_over_state_timers_and_commits(broker: str, tmp_path: Pat
                 break
             time.sleep(0.5)
 
-    offline = replay_states(events)
-    latest = {k.decode(): v for k, v, _ in changelog if k is not None and v is not None}
-    assert set(latest) == set(offline)
-    for user_id, expected in offline.items():
-        streamed = load_state(latest[user_id])
-        assert streamed.totals == expected.totals, user_id
-        at = expected.last_seen_ms + DAY_MS
-        assert feature_vector(streamed, at) == pytest.approx(feature_vector(expected, at), rel=1e-9, abs=1e-9)
+    assert_state_matches_offline(changelog, events)
     late = {s["user_id"] for s in scores if s["trigger"] == "silence" and s["event_time"] > "2025-03-04"}
     assert set(quitters) <= late  # including the users whose timers lived on the killed worker
     # Committed offsets of every partition, moved ones included, reach the end of the log.
