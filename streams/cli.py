@@ -242,6 +242,27 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a CSV transaction log to schema-v1 events (JSONL)."""
+    from training.convert import TransactionColumns, convert_transactions
+
+    columns = TransactionColumns(
+        user=args.user_column,
+        timestamp=args.time_column,
+        amount=args.amount_column,
+        order=args.order_column,
+        cancelled=args.cancelled_column,
+        assume_tz=args.assume_tz,
+    )
+    try:
+        n = convert_transactions(args.csv, args.out, columns)
+    except (ValueError, OSError) as exc:
+        print(f"retention convert: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} events to {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Broker, topics, worker and simulated traffic in one process tree."""
     from streams.demo import run_demo
@@ -315,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", help="convert a CSV transaction log into schema-v1 events")
+    p.add_argument("csv", help="CSV with one row per transaction")
+    p.add_argument("--out", required=True, help="the .jsonl event log to write")
+    p.add_argument("--user-column", default="user_id")
+    p.add_argument("--time-column", default="timestamp")
+    p.add_argument("--amount-column", default="amount")
+    p.add_argument("--order-column")
+    p.add_argument("--cancelled-column", help="a column that is 1/true/yes for cancelled orders")
+    p.add_argument("--assume-tz", default="UTC", help="time zone of timestamps that carry none")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("evaluate", help="evaluate models on real data")
     evaluate = p.add_subparsers(dest="benchmark", required=True)
