@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -228,6 +229,8 @@ class BatchProcessor:
                 self.watermarks[message.partition] = decoded.ts_ms - self.lateness_ms
 
         batch_scoring = _Scoring()
+        # Counted per batch, not per event: a labelled counter update takes a lock.
+        outcomes: Counter[tuple[str, str]] = Counter()
         new_users = 0
         for key, items in by_user.items():
             raw = self.table.get(key)
@@ -238,12 +241,14 @@ class BatchProcessor:
             for event, fevent in items:
                 if apply_event(state, event, fevent.message.offset):
                     applied += 1
-                    metrics.events.labels(event.type.wire_name, "applied").inc()
+                    outcomes[event.type.wire_name, "applied"] += 1
                 else:
-                    metrics.events.labels(event.type.wire_name, "duplicate").inc()
+                    outcomes[event.type.wire_name, "duplicate"] += 1
             if applied:
                 seen = min(f.message.timestamp for _, f in items)
                 batch_scoring.add(key, state, state.last_seen_ms, items[-1][1], "event", seen)
+        for (event_type, outcome), count in outcomes.items():
+            metrics.events.labels(event_type, outcome).inc(count)
         if self.count_users_exactly:
             metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
         elif new_users:
