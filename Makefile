@@ -37,8 +37,8 @@ format: $(STAMP)
 # Rebuild the bundled model exactly as shipped (see README).
 model: $(STAMP)
 	rm -rf retention_model/bundled
-	$(BIN)/retention simulate --users 3000 --days 240 --seed 7 --out data/sim-train.jsonl
-	$(BIN)/retention train --events data/sim-train.jsonl --registry retention_model/bundled --seed 42
+	$(BIN)/retention simulate --users 3000 --days 240 --seed 7 --out data/sim-train.jsonl --treatment-log data/sim-campaign.jsonl
+	$(BIN)/retention train --events data/sim-train.jsonl --treatment-log data/sim-campaign.jsonl --registry retention_model/bundled --seed 42
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

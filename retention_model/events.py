@@ -56,6 +56,9 @@ class EventType(IntEnum):
     RETURN = 7
     REVIEW = 8
     COUPON_REDEEM = 9
+    #: The user asked for no marketing: the policy sends them nothing until ``opt_in``.
+    OPT_OUT = 10
+    OPT_IN = 11
 
     @property
     def wire_name(self) -> str:

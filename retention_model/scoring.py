@@ -16,7 +16,10 @@ from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.derive import feature_dict, feature_matrix, profile, reasons
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
-from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, PolicyConfig, decide, iso_ms, tier_for
+from retention_model.policy.budget import BudgetLedger
+from retention_model.policy.config import PolicyConfig
+from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, decide, iso_ms, tier_for
+from retention_model.policy.recommend import Recommender
 
 __all__ = ["ScoredUser", "build_features", "describe_user", "finish_batch"]
 
@@ -66,8 +69,16 @@ def finish_batch(
     *,
     model_version: str,
     config: PolicyConfig,
+    uplifts: np.ndarray | None = None,
+    budgets: list[BudgetLedger | None] | None = None,
+    recommender: Recommender | None = None,
 ) -> list[ScoredUser]:
-    """Profile, reasons and policy per user; records the score in each state."""
+    """Profile, reasons and policy per user; records the score in each state.
+
+    ``uplifts`` (predicted effect of a coupon on P(retained), from the bundle's
+    uplift model) feed expected-value targeting; ``budgets`` holds each user's
+    budget slice (their partition's).
+    """
     out: list[ScoredUser] = []
     for i, user_id in enumerate(user_ids):
         state, now, risk = states[i], now_ms[i], float(risks[i])
@@ -83,6 +94,10 @@ def finish_batch(
             reasons=user_reasons,
             profile=user_profile,
             config=config,
+            features=named,
+            uplift=float(uplifts[i]) if uplifts is not None else None,
+            budget=budgets[i] if budgets is not None else None,
+            recommender=recommender,
         )
         state.last_risk = risk
         state.last_scored_ms = now
@@ -119,5 +134,7 @@ def describe_user(user_id: str, state: UserState, as_of_ms: int | None = None) -
         "last_coupon": when(state.last_coupon_ms),
         "last_recommendation": when(state.last_reco_ms),
         "interventions_sent": state.interventions_sent,
+        "opted_out": state.opted_out,
+        "coupon_redeemed": state.coupon_redeemed,
         "source_offset": state.offset,
     }

@@ -38,6 +38,7 @@ from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
+from retention_model.policy.budget import BudgetLedger, Spend, day_period
 from retention_model.scoring import build_features, describe_user, finish_batch
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 STATE_TABLE = "user-state"
 TIMER_TABLE = "silence-timers"
+BUDGET_TABLE = "policy-budget"
 #: Bound on silence re-scoring rounds per batch (each round moves every due user
 #: to a later threshold; there are at most seven thresholds per user).
 MAX_SILENCE_ROUNDS = 16
@@ -116,6 +118,9 @@ class BatchProcessor:
         self.timers = raw_table(
             TIMER_TABLE, "Silence timers: users due for re-scoring, by partition and event-time hour"
         )
+        # Coupon spend per budget slice: key b"<partition>:<period>" -> JSON [money, count].
+        self.budget_table = raw_table(BUDGET_TABLE, "Coupon budget spent, by partition slice and period")
+        self.ledgers: dict[int, BudgetLedger] = {}
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
         self.count_users_exactly = settings.store == "memory://"
@@ -203,6 +208,7 @@ class BatchProcessor:
         metrics.batch_events.observe(len(batch))
         by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
         partition_context: dict[int, EventT] = {}
+        attributed: Counter[str] = Counter()
         for fevent in batch:
             message = fevent.message
             partition_context[message.partition] = fevent
@@ -221,6 +227,8 @@ class BatchProcessor:
             if isinstance(decoded, UnknownEventType):
                 metrics.events.labels("unknown", "ignored").inc()
                 continue
+            if decoded.intervention_id is not None:
+                attributed[decoded.type.wire_name] += 1
             by_user.setdefault(message.key, []).append((decoded, fevent))
             watermark = self.watermarks.get(message.partition, 0)
             if decoded.ts_ms < watermark:
@@ -249,6 +257,8 @@ class BatchProcessor:
                 batch_scoring.add(key, state, state.last_seen_ms, items[-1][1], "event", seen)
         for (event_type, outcome), count in outcomes.items():
             metrics.events.labels(event_type, outcome).inc(count)
+        for event_type, count in attributed.items():
+            metrics.attributed_events.labels(event_type).inc(count)
         if self.count_users_exactly:
             metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
         elif new_users:
@@ -313,13 +323,26 @@ class BatchProcessor:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         model = self.model  # a hot reload may swap self.model while this batch scores
-        risks = await loop.run_in_executor(self.executor, model.score_many, features)
+        risks, uplifts = await loop.run_in_executor(self.executor, _score, model, features)
         metrics.scoring_seconds.observe(time.perf_counter() - started)
         metrics.batch_users.observe(len(scoring.states))
         version = model.version
+        partitions = [c.message.partition for c in scoring.contexts]
+        budgets = [self._ledger(p) for p in partitions] if self.policy.has_budget else None
         scored = finish_batch(
-            scoring.user_ids, scoring.states, scoring.now_ms, features, risks, model_version=version, config=self.policy
+            scoring.user_ids,
+            scoring.states,
+            scoring.now_ms,
+            features,
+            risks,
+            model_version=version,
+            config=self.policy,
+            uplifts=uplifts,
+            budgets=budgets,
+            recommender=model.recommender_,
         )
+        if budgets is not None:
+            self._save_budgets({c.message.partition: c for c in scoring.contexts}, max(scoring.now_ms))
 
         new_timers: dict[tuple[int, int], list[bytes]] = {}
         for key, state, context in zip(scoring.keys, scoring.states, scoring.contexts):
@@ -341,6 +364,7 @@ class BatchProcessor:
                 intervention = decision.intervention
                 await self._send(self.decisions, key, orjson.dumps(decision.as_dict()))
                 metrics.decisions.labels(intervention.kind, decision.action).inc()
+                metrics.decision_rules.labels(intervention.kind, decision.rule).inc()
                 if decision.action == "sent":
                     await self._send(self.kind_topics[intervention.kind], key, orjson.dumps(intervention.as_dict()))
                     metrics.interventions.labels(intervention.kind, intervention.tier).inc()
@@ -348,6 +372,45 @@ class BatchProcessor:
         for seen in scoring.seen_s:
             if seen is not None:
                 metrics.decision_latency_seconds.observe(max(0.0, published - seen))
+
+    def forget_budgets(self) -> None:
+        """Drop cached budget slices (after a rebalance another worker may have spent)."""
+        self.ledgers.clear()
+
+    def _ledger(self, partition: int) -> BudgetLedger:
+        ledger = self.ledgers.get(partition)
+        if ledger is None:
+
+            def lookup(period: str) -> Spend | None:
+                raw = self.budget_table.get(f"{partition}:{period}".encode())
+                if raw is None:
+                    return None
+                money, count = orjson.loads(raw)
+                return float(money), int(count)
+
+            ledger = BudgetLedger(self.policy, share=1.0 / self.settings.partitions, lookup=lookup)
+            self.ledgers[partition] = ledger
+        return ledger
+
+    def _save_budgets(self, contexts: dict[int, EventT], now_ms: int) -> None:
+        """Write each touched slice's spend to the changelog-backed table; update the gauges."""
+        for partition, ledger in self.ledgers.items():
+            if not ledger.dirty or partition not in contexts:
+                continue
+            with _as_current(contexts[partition]):
+                for period in sorted(ledger.dirty):
+                    self.budget_table[f"{partition}:{period}".encode()] = orjson.dumps(list(ledger.spent[period]))
+            ledger.dirty.clear()
+        config = self.policy
+        for scope, period in (("daily", day_period(now_ms)), ("total", "total")):
+            spent = [ledger.spent.get(period, (0.0, 0)) for ledger in self.ledgers.values()]
+            share = len(self.ledgers) / self.settings.partitions
+            for unit, index, cap in (
+                ("money", 0, config.budget_daily_money if scope == "daily" else config.budget_total_money),
+                ("count", 1, config.budget_daily_count if scope == "daily" else config.budget_total_count),
+            ):
+                self.metrics.budget_spent.labels(scope, unit).set(sum(s[index] for s in spent))
+                self.metrics.budget_cap.labels(scope, unit).set(cap * share)
 
     def _add_timers(self, new_timers: dict[tuple[int, int], list[bytes]], contexts: dict[int, EventT]) -> None:
         buckets = self._timer_buckets()
@@ -397,6 +460,11 @@ class BatchProcessor:
             error.reason,
             error.detail,
         )
+
+
+def _score(model: ChurnModel, features: Any) -> tuple[Any, Any]:
+    """Churn risk and coupon uplift of a batch (in the scoring thread)."""
+    return model.score_many(features), model.uplift_many(features)
 
 
 @contextlib.contextmanager
@@ -485,6 +553,7 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
     @app.on_rebalance_complete.connect
     async def on_rebalance(sender: Any, **kwargs: Any) -> None:
         processor.forget_timer_index()
+        processor.forget_budgets()
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retention_model.errors import BundleError, RetentionError, SettingsError
-from streams.settings import Settings, add_settings_flags, settings_table
+from streams.settings import BUNDLED_MODEL, Settings, add_settings_flags, settings_table
 
 __all__ = ["main"]
 
@@ -20,6 +20,8 @@ log = logging.getLogger("retention")
 
 #: Where the CDNOW data lies in this project's workspace (a user passes --data).
 DEFAULT_CDNOW = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
+DEFAULT_HILLSTROM = DEFAULT_CDNOW.parent.parent / "hillstrom" / "hillstrom.csv"
+DEFAULT_MODEL = BUNDLED_MODEL
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -132,6 +134,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from training.simulator import SimConfig, encode_stream, simulate
 
     config = SimConfig(users=args.users, days=args.days, seed=args.seed)
+    if args.treatment_log:
+        from training.simulator import simulate_users
+        from training.uplift import CampaignConfig, campaign_from_simulation, write_treatment_log
+
+        per_user, truth = simulate_users(config)
+        campaign = campaign_from_simulation(
+            per_user, truth, config, CampaignConfig(decision_day=min(120, args.days * 2 // 3), seed=args.seed)
+        )
+        n = write_treatment_log(campaign, args.treatment_log)
+        print(f"wrote {n} randomised treatment records to {args.treatment_log}")
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix == ".parquet":
         import pandas as pd
@@ -191,7 +203,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     events = read_event_log(args.events)
     config = TrainConfig(horizon_days=args.horizon_days, seed=args.seed, epochs=args.epochs)
-    path = train(events, args.registry, config, source=str(args.events))
+    treatment_log = None
+    if args.treatment_log:
+        from training.uplift import read_treatment_log
+
+        treatment_log = read_treatment_log(args.treatment_log)
+    path = train(events, args.registry, config, source=str(args.events), treatment_log=treatment_log)
     print(f"wrote bundle {path}")
     return 0
 
@@ -212,6 +229,52 @@ def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(text)
+    return 0
+
+
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    """Targeting rules on the simulator's ground truth, and uplift learners on Hillstrom."""
+    _setup_logging("info")
+    import json
+
+    from training.uplift import evaluate_policy
+
+    report = evaluate_policy(args.model, users=args.users, budget_share=args.budget_share, hillstrom=args.hillstrom)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_report_effect(args: argparse.Namespace) -> int:
+    """Treated vs holdout retention, uplift with its interval, redemption and click-through."""
+    import json
+
+    import orjson
+
+    from retention_model.events import Event, decode_event
+    from retention_model.features.offline import read_event_log
+    from training.effect import effect_report, write_effect_report
+
+    if args.from_kafka:
+        from streams.kafka import read_topic_values
+
+        settings = _settings(args)
+        decisions = [orjson.loads(v) for v in read_topic_values(settings, settings.decisions_topic)]
+        events = [
+            e for e in map(decode_event, read_topic_values(settings, settings.events_topic)) if isinstance(e, Event)
+        ]
+    else:
+        if not (args.decisions and args.events):
+            print("retention report effect: give --decisions and --events files, or --from-kafka", file=sys.stderr)
+            return 2
+        decisions = [orjson.loads(line) for line in Path(args.decisions).read_bytes().splitlines() if line.strip()]
+        events = read_event_log(args.events)
+    report = effect_report(decisions, events, horizon_days=args.horizon_days)
+    written = write_effect_report(report, args.out)
+    print(json.dumps(report["groups"].get("overall", {}), indent=2))
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -326,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, help="events per second when producing (0: as fast as possible)")
     p.add_argument("--malformed-rate", type=float, default=0.0)
     p.add_argument("--unknown-rate", type=float, default=0.0)
+    p.add_argument(
+        "--treatment-log", help="also write a randomised coupon campaign on these users (JSONL, for uplift training)"
+    )
     add_settings_flags(p, ("broker", "events_topic", "partitions"))
     p.set_defaults(func=cmd_simulate)
 
@@ -335,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon-days", type=int, default=30)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--treatment-log", help="randomised treatment log (JSONL) to fit the coupon uplift model on")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("convert", help="convert a CSV transaction log into schema-v1 events")
@@ -356,6 +423,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_evaluate_cdnow)
+    p = evaluate.add_parser("policy", help="random vs top-risk vs uplift targeting on simulated ground truth")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model bundle or registry (risk scores)")
+    p.add_argument("--users", type=int, default=4000, help="simulated users per population")
+    p.add_argument("--budget-share", type=float, default=0.2, help="share of eligible users who get a coupon")
+    p.add_argument("--hillstrom", default=str(DEFAULT_HILLSTROM), help="path of hillstrom.csv")
+    p.add_argument("--json", help="also write the report to this file")
+    p.set_defaults(func=cmd_evaluate_policy)
+
+    p = sub.add_parser("report", help="reports on what the worker did")
+    report = p.add_subparsers(dest="report", required=True)
+    p = report.add_parser("effect", help="treated vs holdout retention, uplift, redemption, click-through")
+    p.add_argument("--decisions", help="JSONL of retention.decisions records")
+    p.add_argument("--events", help="event log (.jsonl, .parquet, .csv)")
+    p.add_argument("--from-kafka", action="store_true", help="read the decisions and events topics instead")
+    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument("--out", default="effect-report", help="folder for effect.md, effect.json, effect.png")
+    add_settings_flags(p, ("broker", "events_topic", "decisions_topic"))
+    p.set_defaults(func=cmd_report_effect)
 
     p = sub.add_parser("demo", help="run everything on the embedded broker with simulated traffic")
     p.add_argument("--seconds", type=float, default=60.0)

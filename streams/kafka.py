@@ -310,3 +310,33 @@ def fetched_high_watermarks(
         return result
     finally:
         consumer.close()
+
+
+def read_topic_values(settings: Settings, topic: str, idle_s: float = 2.0) -> Iterator[bytes]:
+    """Every record value of ``topic`` from the beginning, until none came for ``idle_s``.
+
+    For offline readers (reports, exports); a fetch error is raised, not skipped.
+    """
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {**client_config(settings), "group.id": f"retention-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = sorted(metadata.partitions) if metadata is not None else []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            for message in consumer.consume(num_messages=5000, timeout=0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                last = time.monotonic()
+                yield message.value() or b""
+    finally:
+        consumer.close()

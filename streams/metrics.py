@@ -42,6 +42,10 @@ class Metrics(NamedTuple):
     recovering: Gauge
     recovery_remaining: Gauge
     assigned_partitions: Gauge
+    decision_rules: Counter
+    attributed_events: Counter
+    budget_spent: Gauge
+    budget_cap: Gauge
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -129,5 +133,30 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         assigned_partitions=Gauge(
             f"{prefix}_assigned_partitions", "Event partitions assigned to this worker", registry=registry
+        ),
+        decision_rules=Counter(
+            f"{prefix}_decision_rules_total",
+            "Policy decisions by kind and the rule that made them (tier, holdout, cooldown, budget, ...)",
+            ["kind", "rule"],
+            registry=registry,
+        ),
+        attributed_events=Counter(
+            f"{prefix}_attributed_events_total",
+            "Events that carry an intervention_id (coupon redemptions, clicks on recommendations), by type",
+            ["type"],
+            registry=registry,
+        ),
+        budget_spent=Gauge(
+            f"{prefix}_budget_spent",
+            "Coupon budget spent in this worker's partitions' slices, by scope (daily: the latest event day)"
+            " and unit (money, count)",
+            ["scope", "unit"],
+            registry=registry,
+        ),
+        budget_cap=Gauge(
+            f"{prefix}_budget_cap",
+            "Coupon budget cap of this worker's partitions' slices (0: no cap), by scope and unit",
+            ["scope", "unit"],
+            registry=registry,
         ),
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from retention_model.errors import SettingsError
-from retention_model.policy.policy import PolicyConfig
+from retention_model.policy.config import PolicyConfig, PolicyFileError, load_policy
 
 __all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "settings_table"]
 
@@ -88,20 +88,8 @@ class Settings:
     session_timeout_s: float = _setting(
         10.0, "Consumer-group session timeout in seconds (the embedded broker: 2)", lo=1.0, hi=300.0
     )
-    medium_risk: float = _setting(0.5, "Risk at or above which a user is in the medium tier", lo=0.0, hi=1.0)
-    high_risk: float = _setting(0.75, "Risk at or above which a user is in the high tier", lo=0.0, hi=1.0)
-    coupon_value: float = _setting(10.0, "Coupon value in the shop's currency", lo=0.0, hi=1e6)
-    coupon_min_spend: float = _setting(30.0, "Minimum basket for the coupon", lo=0.0, hi=1e6)
-    coupon_expiry_days: int = _setting(14, "Days a coupon stays valid", lo=1, hi=365)
-    coupon_cooldown_days: float = _setting(14.0, "Least event-time days between two coupons to a user", lo=0.0, hi=3650)
-    recommendation_cooldown_days: float = _setting(
-        3.0, "Least event-time days between two recommendations to a user", lo=0.0, hi=3650
-    )
-    holdout_share: float = _setting(
-        0.10, "Share of users in the control group (decisions logged, nothing sent)", lo=0.0, hi=0.99
-    )
-    holdout_salt: str = _setting(
-        "retention-holdout-v1", "Salt of the holdout hash; change it to draw a new control group"
+    policy_file: str = _setting(
+        "", "Policy file (TOML: tiers, offers, caps, budget, suppression, holdout); empty: the built-in default"
     )
     log_level: str = _setting("info", "Log level", choices=("debug", "info", "warning", "error"))
 
@@ -131,12 +119,11 @@ class Settings:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             msg = "RETENTION_SSL_CERTFILE and RETENTION_SSL_KEYFILE go together: set both or neither"
             raise SettingsError(msg)
-        if self.medium_risk > self.high_risk:
-            msg = (
-                f"RETENTION_MEDIUM_RISK={self.medium_risk} is above RETENTION_HIGH_RISK={self.high_risk}; "
-                "the medium tier must start at or below the high tier"
-            )
-            raise SettingsError(msg)
+        try:
+            self.__dict__["_policy"] = load_policy(self.policy_file or None)
+        except PolicyFileError as exc:
+            msg = f"RETENTION_POLICY_FILE: {exc}"
+            raise SettingsError(msg) from exc
 
     @property
     def broker_list(self) -> list[str]:
@@ -145,23 +132,17 @@ class Settings:
 
     @property
     def policy(self) -> PolicyConfig:
-        """The policy section as the core's config object."""
-        return PolicyConfig(
-            medium_risk=self.medium_risk,
-            high_risk=self.high_risk,
-            coupon_value=self.coupon_value,
-            coupon_min_spend=self.coupon_min_spend,
-            coupon_expiry_days=self.coupon_expiry_days,
-            coupon_cooldown_days=self.coupon_cooldown_days,
-            recommendation_cooldown_days=self.recommendation_cooldown_days,
-            holdout_share=self.holdout_share,
-            holdout_salt=self.holdout_salt,
-        )
+        """The policy, read (and checked) from the policy file once, at construction."""
+        return self.__dict__["_policy"]
 
     @property
-    def changelog_topics(self) -> tuple[str, str]:
-        """Faust's changelog topics: the user-state table and the silence timers."""
-        return (f"{self.app_id}-user-state-changelog", f"{self.app_id}-silence-timers-changelog")
+    def changelog_topics(self) -> tuple[str, str, str]:
+        """Faust's changelog topics: user state, silence timers, policy budget."""
+        return (
+            f"{self.app_id}-user-state-changelog",
+            f"{self.app_id}-silence-timers-changelog",
+            f"{self.app_id}-policy-budget-changelog",
+        )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated again)."""
@@ -176,6 +157,12 @@ class Settings:
             if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
                 continue
             spec = known.get(name)
+            if spec is None and name in _MOVED_TO_POLICY_FILE:
+                msg = (
+                    f"{name} is no longer a setting: it moved to the policy file as {_MOVED_TO_POLICY_FILE[name]}; "
+                    "copy retention_model/policy/default.toml, edit it and set RETENTION_POLICY_FILE"
+                )
+                raise SettingsError(msg)
             if spec is None:
                 msg = f"unknown setting {name}; known settings: {', '.join(sorted(known))}"
                 raise SettingsError(msg)
@@ -186,7 +173,21 @@ class Settings:
         return cls(**values)
 
 
-_MAY_BE_EMPTY = frozenset({"sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"})
+#: Policy settings of version 0.1, now keys of the policy file.
+_MOVED_TO_POLICY_FILE = {
+    "RETENTION_MEDIUM_RISK": "[risk] medium",
+    "RETENTION_HIGH_RISK": "[risk] high",
+    "RETENTION_COUPON_VALUE": "[coupon] value",
+    "RETENTION_COUPON_MIN_SPEND": "[coupon] min_spend",
+    "RETENTION_COUPON_EXPIRY_DAYS": "[coupon] expiry_days",
+    "RETENTION_COUPON_COOLDOWN_DAYS": "[coupon] cooldown_days",
+    "RETENTION_RECOMMENDATION_COOLDOWN_DAYS": "[recommendation] cooldown_days",
+    "RETENTION_HOLDOUT_SHARE": "[holdout] share",
+    "RETENTION_HOLDOUT_SALT": "[holdout] salt",
+}
+_MAY_BE_EMPTY = frozenset(
+    {"policy_file", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
+)
 SECRETS = frozenset({"sasl_password"})
 
 # Variables with the prefix that are not settings of this object.

@@ -59,6 +59,9 @@ class SimUser:
     signup_ms: int
     churn_ms: int | None  # when the fade-out began; None if still active at the end
     silent_ms: int | None  # from when no more events come (after the last one)
+    #: Latent traits (coupon_affinity, buy_prob, mishap, ...): the ground truth that
+    #: the campaign simulation's coupon effects depend on.
+    traits: dict[str, float] = field(default_factory=dict)
 
 
 def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple[list[Event], SimUser]:
@@ -150,10 +153,11 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                         )
                     else:
                         cart.append((item, category, price, qty))
-            if cart and rng.random() < min(0.9, buy_prob * 2.5):
+            # Deal seekers leave more carts behind, waiting for a discount.
+            if cart and rng.random() < min(0.9, buy_prob * 2.5) * (1.0 - 0.6 * coupon_affinity):
                 t += int(rng.uniform(10_000, 120_000))
                 coupon_id = None
-                if rng.random() < coupon_affinity * 0.5:
+                if rng.random() < coupon_affinity * 0.8:
                     coupon_id = f"cp-{int(rng.integers(0, 20))}"
                     emit(EventType.COUPON_REDEEM, t, session_id=session_id, coupon_id=coupon_id)
                     t += 1_000
@@ -203,12 +207,27 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                     )
         day += 1.0
     end_ms = start_ms + config.days * DAY_MS
+    # A few users opt out of marketing (and some opt back in); behaviour is unchanged.
+    if events and rng.random() < 0.03:
+        first_ms, last_ms = events[0].ts_ms, events[-1].ts_ms
+        out_ms = int(rng.uniform(first_ms, last_ms + 1))
+        emit(EventType.OPT_OUT, out_ms)
+        if rng.random() < 0.3:
+            emit(EventType.OPT_IN, int(rng.uniform(out_ms, last_ms + 2)))
     events = [e for e in events if e.ts_ms < end_ms]
     events.sort(key=lambda e: e.ts_ms)
     if silent_ms is not None and events:
         # Returns and reviews of the last orders may trail the fade-out.
         silent_ms = max(silent_ms, events[-1].ts_ms + 1)
-    return events, SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms)
+    traits = {
+        "visit_rate": visit_rate,
+        "buy_prob": buy_prob,
+        "price_level": price_level,
+        "coupon_affinity": coupon_affinity,
+        "mishap": mishap,
+        "base_hazard": base_hazard,
+    }
+    return events, SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms, traits)
 
 
 def simulate_users(config: SimConfig) -> tuple[list[list[Event]], list[SimUser]]:

@@ -23,6 +23,7 @@ from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.offline import events_by_user, features_at
 from retention_model.features.state import DAY_MS
 from retention_model.model.bundle import normalise, write_bundle
+from retention_model.policy.recommend import learn_recommendations
 
 __all__ = ["Dataset", "TrainConfig", "build_dataset", "choose_cutoffs", "train"]
 
@@ -191,8 +192,20 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     }
 
 
-def train(events: list[Event], registry: str | Path, config: TrainConfig, *, source: str = "") -> Path:
-    """Fit the churn model on an event log and write a bundle into ``registry``."""
+def train(
+    events: list[Event],
+    registry: str | Path,
+    config: TrainConfig,
+    *,
+    source: str = "",
+    treatment_log: list[Any] | None = None,
+) -> Path:
+    """Fit the churn model on an event log and write a bundle into ``registry``.
+
+    The bundle also carries the co-purchase table for recommendation payloads
+    and, given a randomised ``treatment_log`` (see :mod:`training.uplift`), a
+    coupon uplift model for expected-value targeting.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     from sklearn.isotonic import IsotonicRegression
@@ -258,6 +271,13 @@ def train(events: list[Event], registry: str | Path, config: TrainConfig, *, sou
     }
     log.info("test metrics: %s", metrics["test"])
     categories: Counter[str] = Counter(e.category for e in events if e.type is EventType.PURCHASE and e.category)
+    extras: dict[str, Any] = {
+        "heads": ["churn", "purchase_7d", "cancel_7d", "review_7d", "spend_h"],
+        "popular_categories": [c for c, _ in categories.most_common(10)],
+        "recommendations": learn_recommendations(events),
+    }
+    if treatment_log:
+        extras["uplift"], metrics["uplift"] = _fit_uplift(events, treatment_log, mean, std, config.seed)
     return write_bundle(
         registry,
         model,
@@ -285,8 +305,32 @@ def train(events: list[Event], registry: str | Path, config: TrainConfig, *, sou
             },
             "rows": {"train": len(train_set.keys), "validation": len(val_set.keys), "test": len(test_set.keys)},
         },
-        extras={
-            "heads": ["churn", "purchase_7d", "cancel_7d", "review_7d", "spend_h"],
-            "popular_categories": [c for c, _ in categories.most_common(10)],
-        },
+        extras=extras,
     )
+
+
+def _fit_uplift(
+    events: list[Event], log_records: list[Any], mean: np.ndarray, std: np.ndarray, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Served uplift model from a treatment log, with its Qini on a held-out 30%."""
+    from sklearn.model_selection import train_test_split
+
+    from training.uplift import fit_served_uplift, qini
+
+    per_user = events_by_user(events)
+    outcome = {(r.user_id, r.decision_ms): r for r in log_records}
+    keys, matrix = features_at(per_user, list(outcome))
+    if len(keys) < 100:
+        msg = f"the treatment log matches only {len(keys)} users with events before their decision; need 100"
+        raise ValueError(msg)
+    treated = np.array([outcome[k].treated for k in keys])
+    retained = np.array([outcome[k].retained for k in keys])
+    x = normalise(matrix, mean, std).astype(np.float64)
+    idx_fit, idx_eval = train_test_split(
+        np.arange(len(keys)), test_size=0.3, random_state=seed, stratify=treated * 2 + retained
+    )
+    held_out, _ = fit_served_uplift(x[idx_fit], treated[idx_fit], retained[idx_fit], seed)
+    evaluation = qini(held_out.predict(x[idx_eval]), treated[idx_eval], retained[idx_eval])
+    served, cv_qini = fit_served_uplift(x, treated, retained, seed)
+    log.info("uplift model: %d rows, held-out %s", len(keys), evaluation)
+    return served.as_dict(), {"rows": len(keys), "held_out_30pct": evaluation, "cv_qini": cv_qini}

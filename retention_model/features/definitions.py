@@ -119,7 +119,7 @@ FEATURE_NAMES: Final = _feature_names()
 
 #: Bump when a formula in ``state.py`` or ``derive.py`` changes meaning without a
 #: change of name, so that old bundles are refused instead of silently skewed.
-FORMULA_REVISION: Final = 1
+FORMULA_REVISION: Final = 2
 
 
 def _code_version() -> str:

@@ -14,6 +14,7 @@ below it.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from bisect import insort
@@ -28,12 +29,14 @@ __all__ = [
     "apply_event",
     "decay_factor",
     "dump_state",
+    "item_hash",
     "load_state",
     "merge_states",
 ]
 
 DAY_MS: Final = 86_400_000
-STATE_VERSION: Final = 1
+HOUR_MS: Final = 3_600_000
+STATE_VERSION: Final = 2
 
 N_SIGNALS: Final = len(SIGNALS)
 N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
@@ -44,8 +47,12 @@ CATEGORY_HALF_LIFE_MS: Final = 30 * DAY_MS
 #: half-lives leaves a wide margin.
 REANCHOR_AFTER_MS: Final = 400 * DAY_MS
 RECENT_PURCHASES_KEPT: Final = 8
+#: Distinct items last viewed or carted, the seeds of the recommendation payload.
+#: Kept as 64-bit hashes of the item id (a model bundle maps them back to ids), so
+#: long SKUs cost no more than short ones.
+RECENT_ITEMS_KEPT: Final = 3
 TOP_CATEGORIES_KEPT: Final = 8
-MAX_CATEGORY_BYTES: Final = 32
+MAX_CATEGORY_BYTES: Final = 24
 
 # Signal indices touched by each event type, and what each adds.
 _SIGNALS_BY_TYPE: Final[dict[EventType, tuple[tuple[int, str], ...]]] = {
@@ -54,6 +61,7 @@ _SIGNALS_BY_TYPE: Final[dict[EventType, tuple[tuple[int, str], ...]]] = {
     )
     for event_type in EventType
 }
+_PREFERENCE_TYPES: Final = (EventType.OPT_OUT, EventType.OPT_IN)
 _CATEGORY_WEIGHT: Final = {
     EventType.VIEW: 1.0,
     EventType.ADD_TO_CART: 2.0,
@@ -70,8 +78,11 @@ class UserState:
 
     __slots__ = (
         "anchor_ms",
+        "cap_count",
+        "cap_window_day",
         "categories",
         "category_bits",
+        "coupon_redeemed",
         "decayed",
         "first_purchase_ms",
         "first_seen_ms",
@@ -83,6 +94,8 @@ class UserState:
         "last_scored_ms",
         "last_seen_ms",
         "offset",
+        "opted_out",
+        "recent_items",
         "recent_purchases_ms",
         "totals",
     )
@@ -104,6 +117,15 @@ class UserState:
         self.decayed = [0.0] * (N_SIGNALS * N_HALF_LIVES)
         self.recent_purchases_ms: list[int] = []
         self.categories: dict[str, float] = {}
+        # Policy bookkeeping (state version 2).
+        self.opted_out = False
+        #: A coupon redemption came after the last coupon we sent (it is used up).
+        self.coupon_redeemed = False
+        #: Per-user cap: interventions sent in the window starting at this day number.
+        self.cap_window_day = 0
+        self.cap_count = 0
+        #: item hash -> last hour (since epoch) viewed or carted; the newest few.
+        self.recent_items: dict[int, int] = {}
 
     @property
     def is_empty(self) -> bool:
@@ -172,6 +194,10 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> bo
         if offset <= state.offset:
             return False
         state.offset = offset
+    if event.type in _PREFERENCE_TYPES:
+        # A marketing preference, not shopping activity: it moves no time or feature.
+        state.opted_out = event.type is EventType.OPT_OUT
+        return True
     ts = event.ts_ms
     if state.first_seen_ms == 0:
         state.first_seen_ms = ts
@@ -210,9 +236,29 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> bo
         if len(recent) > RECENT_PURCHASES_KEPT:
             del recent[0]
 
+    elif event.type is EventType.COUPON_REDEEM:
+        if state.last_coupon_ms and ts >= state.last_coupon_ms:
+            state.coupon_redeemed = True
+    elif event.item_id is not None and event.type in _CATEGORY_WEIGHT:
+        _add_item(state.recent_items, item_hash(event.item_id), ts // HOUR_MS)
+
     if event.category is not None:
         _add_category(state, event)
     return True
+
+
+def item_hash(item_id: str) -> int:
+    """Stable 64-bit hash of an item id (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
+
+
+def _add_item(items: dict[int, int], item: int, hour: int) -> None:
+    """Keep the items with the newest last-seen hour: exact whatever the arrival order."""
+    if hour > items.get(item, -1):
+        items[item] = hour
+    if len(items) > RECENT_ITEMS_KEPT:
+        oldest = min(items, key=lambda k: (items[k], k))
+        del items[oldest]
 
 
 def merge_states(a: UserState, b: UserState) -> UserState:
@@ -242,6 +288,21 @@ def merge_states(a: UserState, b: UserState) -> UserState:
     if right.last_scored_ms > left.last_scored_ms:
         out.last_scored_ms, out.last_risk = right.last_scored_ms, right.last_risk
     out.interventions_sent = left.interventions_sent + right.interventions_sent
+    newer = right if right.last_seen_ms >= left.last_seen_ms else left
+    out.opted_out = newer.opted_out
+    out.coupon_redeemed = (left.coupon_redeemed or right.coupon_redeemed) and not (
+        left.last_coupon_ms != right.last_coupon_ms
+        and not (left if left.last_coupon_ms > right.last_coupon_ms else right).coupon_redeemed
+    )
+    if left.cap_window_day == right.cap_window_day:
+        out.cap_window_day, out.cap_count = left.cap_window_day, left.cap_count + right.cap_count
+    else:
+        later = left if left.cap_window_day > right.cap_window_day else right
+        out.cap_window_day, out.cap_count = later.cap_window_day, later.cap_count
+    items = dict(left.recent_items)
+    for item, hour in right.recent_items.items():
+        _add_item(items, item, hour)
+    out.recent_items = items
     out.category_bits = left.category_bits | right.category_bits
     out.totals = [x + y for x, y in zip(left.totals, right.totals)]
     out.decayed = [x + y for x, y in zip(left.decayed, right.decayed)]
@@ -281,8 +342,13 @@ def _add_category(state: UserState, event: Event) -> None:
 
 # --- serialisation ---------------------------------------------------------------
 
-_HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
+_HEADER_V1: Final = struct.Struct("<BqqqqqqqqqIQd")
+# Version 2 keeps interventions_sent in four bytes instead of eight.
+_HEADER: Final = struct.Struct("<BqqqqqqqqIIQd")
 _FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
+# Version 2: flags (opted out, coupon redeemed), cap window day, cap count, item count.
+_POLICY_TAIL: Final = struct.Struct("<BIBB")
+_ITEM: Final = struct.Struct("<QI")
 
 
 # Header fields after the version byte, in wire order (one list for dump and load).
@@ -303,7 +369,11 @@ _HEADER_FIELDS: Final = (
 
 
 def dump_state(state: UserState) -> bytes:
-    """Serialise to the compact binary format (version byte first)."""
+    """Serialise to the compact binary format (version byte first).
+
+    Version 2 appends the policy tail (opt-out, last redemption, recent send
+    times, recent items) to the version 1 layout.
+    """
     recent = state.recent_purchases_ms
     parts = [
         _HEADER.pack(STATE_VERSION, *(getattr(state, name) for name in _HEADER_FIELDS)),
@@ -314,20 +384,25 @@ def dump_state(state: UserState) -> bytes:
     for name, weight in state.categories.items():
         encoded = name.encode()
         parts.append(struct.pack(f"<B{len(encoded)}sd", len(encoded), encoded, weight))
+    flags = int(state.opted_out) | int(state.coupon_redeemed) << 1
+    parts.append(_POLICY_TAIL.pack(flags, state.cap_window_day, min(state.cap_count, 255), len(state.recent_items)))
+    for item, hour in state.recent_items.items():
+        parts.append(_ITEM.pack(item, hour))
     return b"".join(parts)
 
 
 def load_state(blob: bytes) -> UserState:
     """Inverse of :func:`dump_state`; reads every state version written so far."""
     version = blob[0]
-    if version != STATE_VERSION:
+    if not 1 <= version <= STATE_VERSION:
         msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
         raise ValueError(msg)
     state = UserState()
-    _, *header = _HEADER.unpack_from(blob, 0)
+    header_struct = _HEADER if version >= 2 else _HEADER_V1
+    _, *header = header_struct.unpack_from(blob, 0)
     for name, value in zip(_HEADER_FIELDS, header):
         setattr(state, name, value)
-    pos = _HEADER.size
+    pos = header_struct.size
     floats = _FLOATS.unpack_from(blob, pos)
     pos += _FLOATS.size
     state.totals = list(floats[:N_SIGNALS])
@@ -345,4 +420,13 @@ def load_state(blob: bytes) -> UserState:
         pos += length
         (state.categories[name],) = struct.unpack_from("<d", blob, pos)
         pos += 8
+    if version >= 2:
+        flags, state.cap_window_day, state.cap_count, n_items = _POLICY_TAIL.unpack_from(blob, pos)
+        state.opted_out = bool(flags & 1)
+        state.coupon_redeemed = bool(flags & 2)
+        pos += _POLICY_TAIL.size
+        for _ in range(n_items):
+            item, hour = _ITEM.unpack_from(blob, pos)
+            state.recent_items[item] = hour
+            pos += _ITEM.size
     return state

@@ -17,6 +17,8 @@ import numpy as np
 
 from retention_model.errors import BundleError, NotLoadedError
 from retention_model.model.bundle import BundleMeta, check_feature_spec, normalise, read_bundle_meta
+from retention_model.model.uplift import UpliftModel
+from retention_model.policy.recommend import Recommender
 
 __all__ = ["ChurnModel", "Device"]
 
@@ -54,6 +56,10 @@ class ChurnModel:
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
         self._calibration: tuple[np.ndarray, np.ndarray] | None = None
+        #: Co-purchase table for recommendation payloads (empty when the bundle has none).
+        self.recommender_: Recommender = Recommender()
+        #: Coupon uplift model, when the bundle ships one.
+        self.uplift_: UpliftModel | None = None
 
     @property
     def version(self) -> str:
@@ -70,6 +76,9 @@ class ChurnModel:
         """Read, check and compile the bundle; raise :class:`BundleError` naming the problem."""
         meta = read_bundle_meta(self.path)
         check_feature_spec(meta)
+        uplift = meta.extras.get("uplift")
+        self.uplift_ = UpliftModel.from_dict(uplift, len(meta.feature_names)) if uplift else None
+        self.recommender_ = Recommender.from_dict(meta.extras.get("recommendations"))
         tf = _import_tensorflow()
         import keras
 
@@ -153,6 +162,13 @@ class ChurnModel:
         if self._calibration is not None:
             return np.interp(raw, *self._calibration)
         return raw
+
+    def uplift_many(self, features: np.ndarray) -> np.ndarray | None:
+        """Predicted coupon uplift per row, or None when the bundle has no uplift model."""
+        if self.uplift_ is None or features.shape[0] == 0:
+            return None
+        assert self._mean is not None and self._std is not None
+        return self.uplift_.predict(normalise(features, self._mean, self._std).astype(np.float64))
 
     def score_one(self, row: Sequence[float]) -> float:
         """P(churn) for one feature row; same code path as :meth:`score_many`."""

@@ -1,7 +1,22 @@
-"""Retention policy: who gets which intervention."""
+"""Retention policy: who gets which intervention, within which limits."""
 
 from __future__ import annotations
 
-from retention_model.policy.policy import Intervention, PolicyConfig, decide, tier_for
+from retention_model.policy.budget import BudgetLedger
+from retention_model.policy.config import PolicyConfig, PolicyFileError, load_policy
+from retention_model.policy.policy import Decision, Intervention, decide, in_holdout, tier_for
+from retention_model.policy.recommend import Recommender, learn_recommendations
 
-__all__ = ["Intervention", "PolicyConfig", "decide", "tier_for"]
+__all__ = [
+    "BudgetLedger",
+    "Decision",
+    "Intervention",
+    "PolicyConfig",
+    "PolicyFileError",
+    "Recommender",
+    "decide",
+    "in_holdout",
+    "learn_recommendations",
+    "load_policy",
+    "tier_for",
+]

@@ -1,9 +1,10 @@
 """Retention policy: from a churn score to interventions, pure and deterministic.
 
-Risk tiers, one action per tier, a per-user cooldown per kind kept in the user's
-state (so it survives restarts), a salted-hash holdout group that gets decisions but
-no interventions (to measure the effect), and a deterministic id per decision so
-subscribers can de-duplicate re-sends.
+Risk tiers and their offers, optional expected-value targeting, per-user cooldowns
+and caps kept in the user's state (so they survive restarts), suppression rules,
+budget caps, a salted-hash holdout group that gets decisions but no interventions
+(to measure the effect), and a deterministic id per decision so subscribers can
+de-duplicate re-sends. Every decision says which rule made it, in words.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from retention_model.features.state import DAY_MS, UserState
+from retention_model.policy.budget import BudgetLedger
+from retention_model.policy.config import PolicyConfig
+from retention_model.policy.recommend import Recommender
 
 __all__ = [
     "DECISION_SCHEMA",
@@ -22,6 +26,7 @@ __all__ = [
     "Decision",
     "Intervention",
     "PolicyConfig",
+    "customer_value",
     "decide",
     "in_holdout",
     "iso_ms",
@@ -35,41 +40,11 @@ DECISION_SCHEMA: Final = "retention.decision/v1"
 Kind = Literal["coupon", "recommendation"]
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
-    """What the policy does per risk tier.
-
-    Tiers: ``high`` at ``risk >= high_risk``, ``medium`` at ``risk >= medium_risk``,
-    else ``low``. High-risk buyers get a coupon (and a recommendation); medium-risk
-    users, and high-risk users who never bought, get a recommendation.
-    """
-
-    medium_risk: float = 0.5
-    high_risk: float = 0.75
-    coupon_value: float = 10.0
-    coupon_min_spend: float = 30.0
-    coupon_expiry_days: int = 14
-    coupon_cooldown_days: float = 14.0
-    recommendation_cooldown_days: float = 3.0
-    currency: str = "EUR"
-    #: Share of users in the control group, who get decisions but no interventions.
-    holdout_share: float = 0.10
-    holdout_salt: str = "retention-holdout-v1"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.holdout_share < 1.0:
-            msg = f"holdout_share must be in [0, 1), got {self.holdout_share}"
-            raise ValueError(msg)
-        if not 0.0 <= self.medium_risk <= self.high_risk <= 1.0:
-            msg = f"need 0 <= medium_risk <= high_risk <= 1, got {self.medium_risk} and {self.high_risk}"
-            raise ValueError(msg)
-
-
 def tier_for(risk: float, config: PolicyConfig) -> str:
     """Risk tier name for a calibrated churn probability."""
-    if risk >= config.high_risk:
+    if risk >= config.risk_high:
         return "high"
-    if risk >= config.medium_risk:
+    if risk >= config.risk_medium:
         return "medium"
     return "low"
 
@@ -93,6 +68,8 @@ class Intervention:
     reasons: tuple[str, ...]
     profile: dict[str, Any]
     payload: dict[str, Any]
+    policy_version: str = "builtin"
+    expected_value: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body (schema ``retention.intervention/v1``)."""
@@ -104,10 +81,13 @@ class Intervention:
             "tier": self.tier,
             "risk": round(self.risk, 6),
             "model_version": self.model_version,
+            "policy_version": self.policy_version,
             "event_time": iso_ms(self.event_time_ms),
             "reasons": list(self.reasons),
             "profile": self.profile,
         }
+        if self.expected_value is not None:
+            body["expected_value"] = round(self.expected_value, 4)
         body["offer" if self.kind == "coupon" else "recommendation"] = self.payload
         return body
 
@@ -125,18 +105,24 @@ def in_holdout(user_id: str, config: PolicyConfig) -> bool:
     return int.from_bytes(digest[:8], "big") / 2.0**64 < config.holdout_share
 
 
+Action = Literal["sent", "held_out", "suppressed"]
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the policy decided for one kind of intervention, and why.
 
     ``action`` is ``sent``, ``held_out`` (control group: recorded, not sent) or
-    ``suppressed`` (a cooldown held). ``intervention`` is what was or would have
-    been sent.
+    ``suppressed``. ``rule`` is a stable code (``tier``, ``holdout``,
+    ``cooldown``, ``opted_out``, ``recent_purchase``, ``active_coupon``,
+    ``user_cap``, ``expected_value``, ``budget``); ``reason`` says it in words.
+    ``intervention`` is what was or would have been sent.
     """
 
-    action: Literal["sent", "held_out", "suppressed"]
+    action: Action
     reason: str
     intervention: Intervention
+    rule: str = "tier"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body (schema ``retention.decision/v1``)."""
@@ -147,13 +133,85 @@ class Decision:
             "user_id": body["user_id"],
             "kind": body["kind"],
             "action": self.action,
+            "rule": self.rule,
             "reason": self.reason,
             "tier": body["tier"],
             "risk": body["risk"],
             "model_version": body["model_version"],
+            "policy_version": body["policy_version"],
             "event_time": body["event_time"],
             "intervention": body,
         }
+
+
+def customer_value(features: dict[str, float], config: PolicyConfig) -> float:
+    """Expected spend over the value horizon: order value × order rate, with a floor."""
+    per_30_days = features.get("avg_order_value", 0.0) * features.get("purchase_frequency_30d", 0.0)
+    return max(config.targeting_value_floor, per_30_days * config.targeting_value_horizon_days / 30.0)
+
+
+def _coupon_expected_value(
+    risk: float, features: dict[str, float], uplift: float | None, config: PolicyConfig
+) -> tuple[float, str]:
+    value = customer_value(features, config)
+    if uplift is not None:
+        effect, effect_text = uplift, f"uplift {uplift:.3f}"
+    else:
+        effect = risk * config.targeting_default_effect
+        effect_text = f"risk {risk:.2f} x effect {config.targeting_default_effect:g}"
+    cost = config.coupon_value * config.coupon_redemption_rate
+    ev = value * effect - cost
+    text = f"expected value {ev:.2f} {config.currency} = value {value:.0f} x {effect_text} - cost {cost:.2f}"
+    return ev, text
+
+
+def _suppression(
+    kind: Kind, last_ms: int, cooldown_days: float, user_id: str, state: UserState, now_ms: int, config: PolicyConfig
+) -> tuple[str, str] | None:
+    """The first rule that stops an intervention of ``kind`` now, as (rule, reason)."""
+    if state.opted_out or user_id in config.opted_out_users:
+        return "opted_out", "opted out of marketing"
+    if last_ms and now_ms - last_ms < cooldown_days * DAY_MS:
+        ago = (now_ms - last_ms) / DAY_MS
+        return "cooldown", f"cooldown: last {kind} {ago:.1f} days ago, cooldown {cooldown_days:g} days"
+    within = config.suppression_purchased_within_days
+    if within > 0 and state.last_purchase_ms and 0 <= now_ms - state.last_purchase_ms < within * DAY_MS:
+        ago = (now_ms - state.last_purchase_ms) / DAY_MS
+        return "recent_purchase", f"purchased {ago:.1f} days ago (rule: nothing within {within:g} days of a purchase)"
+    if (
+        kind == "coupon"
+        and config.suppression_active_coupon
+        and state.last_coupon_ms
+        and not state.coupon_redeemed
+        and now_ms < state.last_coupon_ms + config.coupon_expiry_days * DAY_MS
+    ):
+        return "active_coupon", "holds an unredeemed coupon that has not expired"
+    if config.caps_per_user > 0:
+        window_day = _cap_window_day(now_ms, config)
+        if state.cap_window_day == window_day and state.cap_count >= config.caps_per_user:
+            return "user_cap", (
+                f"cap: {state.cap_count} interventions in this {config.caps_window_days}-day window"
+                f" (at most {config.caps_per_user})"
+            )
+    return None
+
+
+def _cap_window_day(now_ms: int, config: PolicyConfig) -> int:
+    day = now_ms // DAY_MS
+    return day - day % config.caps_window_days
+
+
+def _record_send(kind: Kind, state: UserState, now_ms: int, config: PolicyConfig) -> None:
+    """Start cooldowns and count against the cap (for sends and would-be sends)."""
+    if kind == "coupon":
+        state.last_coupon_ms = now_ms
+        state.coupon_redeemed = False
+    else:
+        state.last_reco_ms = now_ms
+    window_day = _cap_window_day(now_ms, config)
+    if state.cap_window_day != window_day:
+        state.cap_window_day, state.cap_count = window_day, 0
+    state.cap_count = min(255, state.cap_count + 1)
 
 
 def decide(
@@ -166,22 +224,51 @@ def decide(
     reasons: list[str],
     profile: dict[str, Any],
     config: PolicyConfig,
+    features: dict[str, float] | None = None,
+    uplift: float | None = None,
+    budget: BudgetLedger | None = None,
+    recommender: Recommender | None = None,
 ) -> list[Decision]:
     """Decisions for one scored user; records sends (and would-be sends) in ``state``.
 
-    ``now_ms`` is event time. A low tier decides nothing. For each kind the tier
-    calls for: a cooldown still running suppresses it; otherwise a control-group
-    user is held out (and their cooldown starts as if it had been sent, so both
-    groups keep the same cadence); everyone else is sent the intervention.
+    ``now_ms`` is event time. For each kind the tier calls for, in order: a
+    suppression rule (opt-out, cooldown, recent purchase, active coupon, per-user
+    cap), for coupons under expected-value targeting a non-positive expected
+    value, and a coupon budget cap each suppress it; otherwise a control-group
+    user is held out (cooldowns and caps start as if it had been sent, so both
+    groups keep the same cadence, but no budget is spent); everyone else is sent
+    the intervention.
     """
     tier = tier_for(risk, config)
-    if tier == "low":
-        return []
     has_purchased = state.first_purchase_ms != 0
+    wanted: list[Kind] = []
+    if tier in config.coupon_tiers and has_purchased:
+        wanted.append("coupon")
+    if tier in config.recommendation_tiers:
+        wanted.append("recommendation")
+    if not wanted:
+        return []
+    features = features or {}
     holdout = in_holdout(user_id, config)
-
-    def make(kind: Kind, payload: dict[str, Any]) -> Intervention:
-        return Intervention(
+    out: list[Decision] = []
+    for kind in wanted:
+        expected: float | None = None
+        ev_text = ""
+        if kind == "coupon":
+            payload: dict[str, Any] = {
+                "coupon_value": config.coupon_value,
+                "currency": config.currency,
+                "min_spend": config.coupon_min_spend,
+                "expires_at": iso_ms(now_ms + config.coupon_expiry_days * DAY_MS),
+            }
+            last_ms, cooldown = state.last_coupon_ms, config.coupon_cooldown_days
+            if config.targeting_mode == "expected_value":
+                expected, ev_text = _coupon_expected_value(risk, features, uplift, config)
+        else:
+            categories = list(profile.get("top_categories", []))
+            payload = (recommender or Recommender()).recommend(state, categories, config.recommendation_max_items)
+            last_ms, cooldown = state.last_reco_ms, config.recommendation_cooldown_days
+        intervention = Intervention(
             intervention_id=_intervention_id(user_id, kind, state.offset, now_ms),
             kind=kind,
             user_id=user_id,
@@ -192,44 +279,30 @@ def decide(
             reasons=tuple(reasons),
             profile=profile,
             payload=payload,
+            policy_version=config.version,
+            expected_value=expected,
         )
-
-    wanted: list[tuple[Kind, int, float, dict[str, Any]]] = []
-    if tier == "high" and has_purchased:
-        offer = {
-            "coupon_value": config.coupon_value,
-            "currency": config.currency,
-            "min_spend": config.coupon_min_spend,
-            "expires_at": iso_ms(now_ms + config.coupon_expiry_days * DAY_MS),
-        }
-        wanted.append(("coupon", state.last_coupon_ms, config.coupon_cooldown_days, offer))
-    categories = list(profile.get("top_categories", []))
-    recommendation = {
-        "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(categories)],
-        "strategy": "top_categories",
-    }
-    wanted.append(("recommendation", state.last_reco_ms, config.recommendation_cooldown_days, recommendation))
-
-    out: list[Decision] = []
-    for kind, last_ms, cooldown_days, payload in wanted:
-        intervention = make(kind, payload)
-        if last_ms and now_ms - last_ms < cooldown_days * DAY_MS:
-            ago = (now_ms - last_ms) / DAY_MS
+        stop = _suppression(kind, last_ms, cooldown, user_id, state, now_ms, config)
+        if stop is None and expected is not None and expected <= 0:
+            stop = ("expected_value", f"{ev_text}: not worth a coupon")
+        if stop is None and kind == "coupon" and budget is not None:
+            refusal = budget.refusal(now_ms, config.coupon_value)
+            if refusal is not None:
+                stop = ("budget", refusal)
+        if stop is not None:
+            out.append(Decision("suppressed", stop[1], intervention, stop[0]))
+            continue
+        _record_send(kind, state, now_ms, config)
+        why = f"{tier} risk" + (f"; {ev_text}" if ev_text else "")
+        if holdout:
             out.append(
                 Decision(
-                    "suppressed",
-                    f"cooldown: last {kind} {ago:.1f} days ago, cooldown {cooldown_days:g} days",
-                    intervention,
+                    "held_out", f"control group ({config.holdout_share:.0%} holdout); {why}", intervention, "holdout"
                 )
             )
             continue
-        if kind == "coupon":
-            state.last_coupon_ms = now_ms
-        else:
-            state.last_reco_ms = now_ms
-        if holdout:
-            out.append(Decision("held_out", f"control group ({config.holdout_share:.0%} holdout)", intervention))
-        else:
-            state.interventions_sent += 1
-            out.append(Decision("sent", f"{tier} risk", intervention))
+        if kind == "coupon" and budget is not None:
+            budget.spend(now_ms, config.coupon_value)
+        state.interventions_sent += 1
+        out.append(Decision("sent", why, intervention, "tier"))
     return out

@@ -141,3 +141,18 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
     subprocess.run(
         [promtool, "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus", check=True, capture_output=True
     )
+
+
+def test_the_policy_configmap_holds_a_policy_file_the_worker_accepts(tmp_path: Path) -> None:
+    from retention_model.policy.config import load_policy
+
+    (config,) = documents(DEPLOY / "k8s" / "policy-configmap.yaml")
+    path = tmp_path / "policy.toml"
+    path.write_text(config["data"]["policy.toml"])
+    assert load_policy(path).version
+    for name in ("statefulset.yaml", "statefulset-gpu.yaml"):
+        (doc,) = documents(DEPLOY / "k8s" / name)
+        volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["policy"]["configMap"]["name"] == "retention-policy"
+        mounts = {m["name"]: m["mountPath"] for m in doc["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["policy"] == "/etc/retention" and mounts["models"] == "/models"

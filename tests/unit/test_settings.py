@@ -33,7 +33,8 @@ def test_environment_then_flags() -> None:
         ({"RETENTION_MODEL_DEVICE": "tpu"}, r"RETENTION_MODEL_DEVICE.*'tpu'; allowed: one of auto, cpu, gpu"),
         ({"RETENTION_BROKER": "localhost"}, r"RETENTION_BROKER.*host:port"),
         ({"RETENTION_BATCH_MAX_WAIT": "5"}, r"unknown setting RETENTION_BATCH_MAX_WAIT"),
-        ({"RETENTION_MEDIUM_RISK": "0.9", "RETENTION_HIGH_RISK": "0.6"}, r"MEDIUM_RISK=0.9 is above"),
+        ({"RETENTION_HIGH_RISK": "0.6"}, r"RETENTION_HIGH_RISK is no longer a setting: .* as \[risk\] high"),
+        ({"RETENTION_POLICY_FILE": "/nonexistent.toml"}, r"RETENTION_POLICY_FILE: cannot read policy file"),
     ],
 )
 def test_wrong_settings_fail_with_name_value_and_allowed(env: dict[str, str], message: str) -> None:

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
 from retention_model.features.derive import feature_dict
-from retention_model.features.state import DAY_MS, UserState, apply_event, dump_state, load_state, merge_states
+from retention_model.features.state import (
+    DAY_MS,
+    UserState,
+    apply_event,
+    dump_state,
+    item_hash,
+    load_state,
+    merge_states,
+)
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SPEND = [s.on for s in SIGNALS].index("spend")
@@ -103,9 +111,47 @@ def test_serialisation_round_trips_within_one_kib(events: list[Event]) -> None:
 def test_state_of_a_busy_user_stays_under_one_kib() -> None:
     state = UserState()
     for i in range(5000):
-        apply_event(state, purchase(T0 + i * 3_600_000, 20.0, category=f"category-with-a-long-name-{i % 40}", n=i))
-    assert len(dump_state(state)) <= 1024
+        # Category names at the 24-byte limit, items with long ids, every policy field set.
+        apply_event(state, purchase(T0 + i * 3_600_000, 20.0, category=f"long-category-name-{i % 40:05d}", n=i))
+        view = Event(f"v{i}", "u1", EventType.VIEW, T0 + i * 3_600_000 + 1, item_id=f"sku-{i:040d}")
+        apply_event(state, view)
+    state.cap_window_day, state.cap_count, state.opted_out, state.coupon_redeemed = 20_000, 3, True, True
+    blob = dump_state(state)
+    assert len(blob) <= 1024
     assert len(state.categories) == 8
+    assert len(state.recent_items) == 3
+    assert load_state(blob) == state
+
+
+def test_long_category_names_are_cut_to_24_bytes_without_splitting_a_character() -> None:
+    state = UserState()
+    apply_event(state, purchase(T0, 20.0, category="é" * 20, n=1))
+    (name,) = state.categories
+    assert name == "é" * 12
+
+
+def test_recent_items_keep_the_newest_whatever_the_arrival_order() -> None:
+    views = [Event(f"v{i}", "u1", EventType.VIEW, T0 + i * 3_600_000, item_id=f"item-{i % 5}") for i in range(12)]
+    forward, backward = UserState(), UserState()
+    for event in views:
+        apply_event(forward, event)
+    for event in reversed(views):
+        apply_event(backward, event)
+    assert forward.recent_items == backward.recent_items
+    assert set(forward.recent_items) == {item_hash(f"item-{i}") for i in (4, 0, 1)}
+
+
+def test_opt_out_and_coupon_redemption_are_remembered() -> None:
+    state = UserState()
+    apply_event(state, Event("o1", "u1", EventType.OPT_OUT, T0))
+    assert state.opted_out
+    state.last_coupon_ms = T0 + 1000
+    apply_event(state, Event("r0", "u1", EventType.COUPON_REDEEM, T0 + 500, coupon_id="c"))
+    assert not state.coupon_redeemed  # redeemed before our coupon was sent: not ours
+    apply_event(state, Event("r1", "u1", EventType.COUPON_REDEEM, T0 + 2000, coupon_id="c"))
+    apply_event(state, Event("i1", "u1", EventType.OPT_IN, T0 + 3000))
+    assert state.coupon_redeemed and not state.opted_out
+    assert load_state(dump_state(state)) == state
 
 
 # Written by state format version 1 (two purchases: 20.0 on day 0, 2 x 35.0 on day 10),
@@ -134,7 +180,9 @@ def test_version_one_state_loads() -> None:
     assert state.totals[PURCHASES] == 2
     assert state.totals[SPEND] == 90.0
     assert state.categories.keys() == {"books"}
-    assert dump_state(state) == V1_BLOB  # still the current format: nothing lost on rewrite
+    assert not state.opted_out and not state.recent_items and state.cap_count == 0  # v2 fields start empty
+    assert load_state(dump_state(state)) == state  # rewritten as v2, nothing lost
+    assert dump_state(state)[0] == 2
 
 
 def test_unknown_state_version_is_refused() -> None:

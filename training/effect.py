@@ -1,0 +1,185 @@
+"""``retention report effect``: did the interventions keep users, and at what cost?
+
+Reads the decisions the worker logged and the event stream after them. The holdout
+group (decisions ``held_out``) is a randomised control, so comparing it with the
+treated group (``sent``) measures the causal effect: retention = a purchase within
+H days after the decision. Each user counts once, at their first treated or
+held-out decision, under that decision's tier; decisions whose horizon has not yet
+passed in the event stream are reported as pending, not counted.
+
+Attribution: events that carry the decision's ``intervention_id`` (a coupon
+redemption, a view or purchase from a recommendation) give redemption and
+click-through rates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from retention_model.events import Event, EventType, parse_timestamp_ms
+from retention_model.features.state import DAY_MS
+
+__all__ = ["effect_report", "write_effect_report"]
+
+CLICK_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE)
+Z_95 = 1.959964
+
+
+def _group_stats(treated: list[bool], control: list[bool]) -> dict[str, Any]:
+    n_t, n_c = len(treated), len(control)
+    p_t = sum(treated) / n_t if n_t else None
+    p_c = sum(control) / n_c if n_c else None
+    out: dict[str, Any] = {
+        "treated_users": n_t,
+        "holdout_users": n_c,
+        "treated_retention": p_t,
+        "holdout_retention": p_c,
+        "uplift": None,
+        "uplift_ci95": None,
+        "incremental_retained": None,
+    }
+    if p_t is not None and p_c is not None:
+        uplift = p_t - p_c
+        se = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+        out["uplift"] = uplift
+        out["uplift_ci95"] = [uplift - Z_95 * se, uplift + Z_95 * se]
+        out["incremental_retained"] = uplift * n_t
+    return out
+
+
+def effect_report(
+    decisions: Iterable[dict[str, Any]], events: Iterable[Event], horizon_days: int = 30
+) -> dict[str, Any]:
+    """Retention of treated vs holdout users by tier and overall, with attribution rates."""
+    horizon = horizon_days * DAY_MS
+    purchases: dict[str, list[int]] = defaultdict(list)
+    attributed: dict[str, set[EventType]] = defaultdict(set)
+    last_event_ms = 0
+    for event in events:
+        last_event_ms = max(last_event_ms, event.ts_ms)
+        if event.type is EventType.PURCHASE:
+            purchases[event.user_id].append(event.ts_ms)
+        if event.intervention_id is not None:
+            attributed[event.intervention_id].add(event.type)
+
+    first: dict[str, tuple[int, str, bool]] = {}  # user -> (decision time, tier, treated)
+    sent_by_kind: dict[str, list[dict[str, Any]]] = {"coupon": [], "recommendation": []}
+    pending = 0
+    for decision in decisions:
+        action = decision.get("action")
+        if action not in ("sent", "held_out"):
+            continue
+        ts = parse_timestamp_ms(decision["event_time"])
+        if not isinstance(ts, int):
+            msg = f"decision {decision.get('decision_id')}: event_time {decision.get('event_time')!r}: {ts.detail}"
+            raise ValueError(msg)
+        user = decision["user_id"]
+        if action == "sent" and decision["kind"] in sent_by_kind:
+            sent_by_kind[decision["kind"]].append(decision)
+        if user in first and first[user][0] <= ts:
+            continue
+        first[user] = (ts, decision["tier"], action == "sent")
+
+    by_tier: dict[str, tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
+    for user, (ts, tier, treated) in first.items():
+        if ts + horizon > last_event_ms:
+            pending += 1
+            continue
+        retained = any(ts < t <= ts + horizon for t in purchases.get(user, ()))
+        for key in (tier, "overall"):
+            by_tier[key][0 if treated else 1].append(retained)
+
+    coupons = sent_by_kind["coupon"]
+    redeemed = [d for d in coupons if EventType.COUPON_REDEEM in attributed.get(d["decision_id"], set())]
+    recos = sent_by_kind["recommendation"]
+    clicked = [d for d in recos if attributed.get(d["decision_id"], set()) & set(CLICK_TYPES)]
+    coupon_cost = sum(float(d["intervention"]["offer"]["coupon_value"]) for d in redeemed)
+    groups = {tier: _group_stats(*by_tier[tier]) for tier in sorted(by_tier, key=lambda t: (t == "overall", t))}
+    overall = groups.get("overall", _group_stats([], []))
+    incremental = overall["incremental_retained"]
+    return {
+        "horizon_days": horizon_days,
+        "decisions_counted": sum(g["treated_users"] + g["holdout_users"] for k, g in groups.items() if k != "overall"),
+        "decisions_pending": pending,
+        "groups": groups,
+        "coupons_sent": len(coupons),
+        "coupons_redeemed": len(redeemed),
+        "coupon_redemption_rate": len(redeemed) / len(coupons) if coupons else None,
+        "recommendations_sent": len(recos),
+        "recommendations_clicked": len(clicked),
+        "recommendation_click_through_rate": len(clicked) / len(recos) if recos else None,
+        "coupon_cost_redeemed": coupon_cost,
+        "cost_per_retained_user": coupon_cost / incremental if incremental and incremental > 0 else None,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``effect.md``, ``effect.json`` and, with matplotlib, ``effect.png``."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "effect.json"]
+    written[0].write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Effect of retention interventions",
+        "",
+        f"Retention = a purchase within {report['horizon_days']} days after the decision. "
+        f"{report['decisions_counted']} users counted, {report['decisions_pending']} still inside their horizon.",
+        "",
+        "| tier | treated | holdout | treated retention | holdout retention | uplift | 95% CI |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for tier, g in report["groups"].items():
+        ci = g["uplift_ci95"]
+        ci_text = f"{_pct(ci[0])} .. {_pct(ci[1])}" if ci else "n/a"
+        lines.append(
+            f"| {tier} | {g['treated_users']} | {g['holdout_users']} | {_pct(g['treated_retention'])} | "
+            f"{_pct(g['holdout_retention'])} | {_pct(g['uplift'])} | {ci_text} |"
+        )
+    cost = report["cost_per_retained_user"]
+    lines += [
+        "",
+        f"- Coupons: {report['coupons_sent']} sent, {report['coupons_redeemed']} redeemed "
+        f"({_pct(report['coupon_redemption_rate'])}).",
+        f"- Recommendations: {report['recommendations_sent']} sent, {report['recommendations_clicked']} clicked "
+        f"({_pct(report['recommendation_click_through_rate'])}).",
+        f"- Cost per retained user: {'n/a (no measurable uplift)' if cost is None else f'{cost:.2f}'}.",
+    ]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        lines += ["", "(Install the `report` extra for the plot.)"]
+    else:
+        tiers = list(report["groups"])
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = range(len(tiers))
+        treated = [report["groups"][t]["treated_retention"] or 0 for t in tiers]
+        control = [report["groups"][t]["holdout_retention"] or 0 for t in tiers]
+        ax.bar([x - 0.2 for x in xs], treated, 0.4, label="treated")
+        ax.bar([x + 0.2 for x in xs], control, 0.4, label="holdout")
+        ax.set_xticks(list(xs), tiers)
+        ax.set_ylabel(f"retained within {report['horizon_days']} days")
+        ax.legend()
+        ax.set_title("Retention: treated vs holdout")
+        fig.tight_layout()
+        png = out / "effect.png"
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        written.append(png)
+        lines += ["", "![Retention, treated vs holdout](effect.png)"]
+    markdown = out / "effect.md"
+    markdown.write_text("\n".join(lines) + "\n")
+    written.append(markdown)
+    return written
