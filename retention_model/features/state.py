@@ -342,12 +342,11 @@ def _add_category(state: UserState, event: Event) -> None:
 
 # --- serialisation ---------------------------------------------------------------
 
-_HEADER_V1: Final = struct.Struct("<BqqqqqqqqqIQd")
-# Version 2 keeps interventions_sent in four bytes instead of eight.
-_HEADER: Final = struct.Struct("<BqqqqqqqqIIQd")
+_HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
 _FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
-# Version 2: flags (opted out, coupon redeemed), cap window day, cap count, item count.
-_POLICY_TAIL: Final = struct.Struct("<BIBB")
+# Version 2: flags (opted out, coupon redeemed), cap window day (days since 1970,
+# fits 16 bits until 2149), cap count, item count.
+_POLICY_TAIL: Final = struct.Struct("<BHBB")
 _ITEM: Final = struct.Struct("<QI")
 
 
@@ -398,11 +397,10 @@ def load_state(blob: bytes) -> UserState:
         msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
         raise ValueError(msg)
     state = UserState()
-    header_struct = _HEADER if version >= 2 else _HEADER_V1
-    _, *header = header_struct.unpack_from(blob, 0)
+    _, *header = _HEADER.unpack_from(blob, 0)
     for name, value in zip(_HEADER_FIELDS, header):
         setattr(state, name, value)
-    pos = header_struct.size
+    pos = _HEADER.size
     floats = _FLOATS.unpack_from(blob, pos)
     pos += _FLOATS.size
     state.totals = list(floats[:N_SIGNALS])

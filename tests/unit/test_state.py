@@ -116,6 +116,8 @@ def test_state_of_a_busy_user_stays_under_one_kib() -> None:
         view = Event(f"v{i}", "u1", EventType.VIEW, T0 + i * 3_600_000 + 1, item_id=f"sku-{i:040d}")
         apply_event(state, view)
     state.cap_window_day, state.cap_count, state.opted_out, state.coupon_redeemed = 20_000, 3, True, True
+    state.last_scored_ms = state.last_coupon_ms = state.last_reco_ms = T0 + 400 * DAY_MS  # real epoch times
+    state.interventions_sent, state.last_risk, state.offset = 70_000, 0.73, 2**40
     blob = dump_state(state)
     assert len(blob) <= 1024
     assert len(state.categories) == 8
