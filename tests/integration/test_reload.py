@@ -16,7 +16,7 @@ from streams.producer import produce_records
 from streams.settings import BUNDLED_MODEL
 from training.simulator import SimConfig, encode_stream, simulate
 
-from .helpers import fresh_settings, metrics_url, read_topic, running_worker, wait_for_metric
+from .helpers import fresh_settings, metrics_url, read_topic, running_worker, settled_metrics, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +50,7 @@ def test_hot_reload_swaps_models_and_keeps_the_old_one_on_failure(broker: str, t
         assert versions_in_use(settings) == {"first"}
         produce_records(settings, records[:half])
         wait_for_metric(settings, "retention_events_total", half)
+        settled_metrics(settings)  # events are counted on decode: let the last batch be scored too
 
         add_bundle(registry, "churn-second", "second", "2026-02-01T00:00:00+00:00")
         wait_for_metric(settings, "retention_model_reloads_total", 1, result="loaded")

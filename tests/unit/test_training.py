@@ -60,3 +60,58 @@ def test_training_writes_a_loadable_calibrated_bundle(tmp_path: Path) -> None:
 def test_training_refuses_a_log_too_short_to_split() -> None:
     with pytest.raises(ValueError, match="needs at least"):
         train(list(simulate(SimConfig(users=50, days=60, seed=1))), "/nonexistent", TrainConfig())
+
+
+def test_a_treatment_log_puts_an_uplift_model_in_the_bundle_and_the_worker_serves_it(tmp_path: Path) -> None:
+    events, log = tmp_path / "sim.jsonl", tmp_path / "campaign.jsonl"
+    assert (
+        main(
+            [
+                "simulate",
+                "--users",
+                "500",
+                "--days",
+                "200",
+                "--seed",
+                "3",
+                "--out",
+                str(events),
+                "--treatment-log",
+                str(log),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--events",
+                str(events),
+                "--treatment-log",
+                str(log),
+                "--registry",
+                str(tmp_path / "r"),
+                "--epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    model = ChurnModel(tmp_path / "r").load()
+    meta = model.meta_
+    assert meta is not None
+    assert meta.metrics["uplift"]["rows"] >= 100
+    assert "qini_coefficient" in meta.metrics["uplift"]["held_out_30pct"]
+    assert model.uplift_ is not None
+    uplift = model.uplift_many(np.zeros((3, len(meta.feature_names))))
+    assert uplift is not None and uplift.shape == (3,) and np.all(np.abs(uplift) <= 1)
+    assert model.recommender_.also_bought and model.recommender_.popular  # co-purchase table learned
+
+
+def test_the_bundled_model_ships_recommendations_and_an_uplift_model() -> None:
+    from streams.settings import BUNDLED_MODEL
+
+    model = ChurnModel(BUNDLED_MODEL).load()
+    assert model.uplift_ is not None
+    assert len(model.recommender_.item_by_hash) > 100

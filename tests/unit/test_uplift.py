@@ -178,3 +178,20 @@ def test_on_hillstrom_the_learners_beat_random_targeting_on_visits() -> None:
     for name in ("two_model/logistic", "class_transformation/logistic"):
         assert visit[name]["qini_coefficient"] > visit["random"]["qini_coefficient"] + 0.002
         assert visit[name]["uplift_at_30"] > visit[name]["uplift_overall"]
+
+
+def test_evaluate_policy_command_writes_the_three_targeting_figures(tmp_path: Path) -> None:
+    import json
+
+    from streams.cli import main
+
+    out = tmp_path / "policy.json"
+    assert (
+        main(["evaluate", "policy", "--users", "600", "--hillstrom", str(tmp_path / "absent.csv"), "--json", str(out)])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert {"random", "top_risk", "uplift", "hillstrom"} <= set(report)
+    assert report["oracle"] >= max(report["random"], report["top_risk"], report["uplift"])
+    assert report["setup"]["coupons"] == round(0.2 * report["setup"]["eligible_users"])
+    assert "skipped" in report["hillstrom"]
