@@ -278,6 +278,22 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Scores or decisions to JSONL, user ids optionally pseudonymised with a key."""
+    from streams.export import export_records
+
+    settings = _settings(args)
+    topic = settings.scores_topic if args.what == "scores" else settings.decisions_topic
+    try:
+        n = export_records(settings, topic, args.out, pseudonymised=args.pseudonymise)
+    except ValueError as exc:
+        print(f"retention export: {exc}", file=sys.stderr)
+        return 2
+    shown = " (user ids pseudonymised)" if args.pseudonymise else ""
+    print(f"wrote {n} records from {topic} to {args.out}{shown}")
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List dead letters by reason, export them, or re-publish fixed ones."""
     from streams.dlq import export_dead_letters, read_dead_letters, republish, summarise
@@ -455,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="JSONL file to export to, or to re-publish from")
     add_settings_flags(p, ("broker", "dlq_topic", "events_topic"))
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("export", help="export scores or decisions to JSONL, optionally pseudonymised")
+    p.add_argument("what", choices=("scores", "decisions"))
+    p.add_argument("--out", required=True, help="the JSONL file to write")
+    p.add_argument(
+        "--pseudonymise", action="store_true", help="replace user ids by HMAC-SHA256 with RETENTION_EXPORT_KEY"
+    )
+    add_settings_flags(p, ("broker", "scores_topic", "decisions_topic"))
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("settings", help="print the settings table")
     p.add_argument("--effective", action="store_true", help="print the values in effect instead")

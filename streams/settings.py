@@ -50,6 +50,16 @@ class Settings:
         repr=False,  # never in a repr, a log line or an error message
         metadata={"help": "SASL password (with SASL_*); never printed", "choices": (), "lo": None, "hi": None},
     )
+    export_key: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "help": "Key that pseudonymises user ids in `retention export --pseudonymise` (HMAC-SHA256); never printed",
+            "choices": (),
+            "lo": None,
+            "hi": None,
+        },
+    )
     ssl_cafile: str = _setting("", "CA bundle for TLS (with SSL / SASL_SSL); empty: the system's")
     ssl_certfile: str = _setting("", "Client certificate for mutual TLS (optional)")
     ssl_keyfile: str = _setting("", "Client private key for mutual TLS (optional)")
@@ -186,9 +196,9 @@ _MOVED_TO_POLICY_FILE = {
     "RETENTION_HOLDOUT_SALT": "[holdout] salt",
 }
 _MAY_BE_EMPTY = frozenset(
-    {"policy_file", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
+    {"export_key", "policy_file", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
 )
-SECRETS = frozenset({"sasl_password"})
+SECRETS = frozenset({"sasl_password", "export_key"})
 
 # Variables with the prefix that are not settings of this object.
 _NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})

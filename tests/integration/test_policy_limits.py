@@ -168,6 +168,20 @@ def test_cooldowns_and_opt_outs_hold_across_a_kill(broker: str, tmp_path: Path) 
     assert overall["treated_users"] + overall["holdout_users"] == len(decided) >= len(users) - 1
     assert overall["treated_retention"] == 0.0  # nobody bought again within a day
 
+    # A pseudonymised export of the decision log keeps every record and no user id.
+    import os
+
+    os.environ["RETENTION_EXPORT_KEY"] = "test-key"
+    try:
+        exported = tmp_path / "decisions.jsonl"
+        assert main(["export", "decisions", "--pseudonymise", *topics[:2], *topics[4:], "--out", str(exported)]) == 0
+    finally:
+        del os.environ["RETENTION_EXPORT_KEY"]
+    rows = [orjson.loads(line) for line in exported.read_bytes().splitlines()]
+    assert len(rows) == len(decisions)
+    assert all(r["user_id"].startswith("p-") and r["user_id"] == r["intervention"]["user_id"] for r in rows)
+    assert len({r["user_id"] for r in rows}) == len({d["user_id"] for d in decisions})
+
     on_day_5 = {d["user_id"]: d for d in decisions if d["event_time"].startswith("2025-01-06")}
     assert set(on_day_5) == set(users)
     assert on_day_5[users[0]]["rule"] == "opted_out"

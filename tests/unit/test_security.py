@@ -103,7 +103,28 @@ def test_effective_settings_mask_the_password(
     monkeypatch.setenv("RETENTION_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("RETENTION_SASL_USERNAME", "retention")
     monkeypatch.setenv("RETENTION_SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("RETENTION_EXPORT_KEY", SECRET + "-export")
     assert cli(["settings", "--effective"]) == 0
     out = capsys.readouterr().out
     assert "RETENTION_SASL_PASSWORD=***" in out
+    assert "RETENTION_EXPORT_KEY=***" in out
     assert SECRET not in out
+
+
+def test_pseudonyms_are_keyed_stable_and_replace_every_user_id() -> None:
+    from streams.export import pseudonymise, pseudonymise_record
+
+    key = b"k1"
+    assert pseudonymise("u1", key) == pseudonymise("u1", key)  # stable: exports still join
+    assert pseudonymise("u1", key) != pseudonymise("u2", key)
+    assert pseudonymise("u1", key) != pseudonymise("u1", b"k2")  # keyed: no key, no lookup table
+    decision = {"decision_id": "d", "user_id": "u000166", "intervention": {"user_id": "u000166", "kind": "coupon"}}
+    hidden = pseudonymise_record(decision, key)
+    assert "u000166" not in str(hidden)
+    assert hidden["user_id"] == hidden["intervention"]["user_id"] == pseudonymise("u000166", key)
+    assert decision["user_id"] == "u000166"  # the input is left alone
+
+
+def test_export_refuses_to_pseudonymise_without_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["export", "decisions", "--pseudonymise", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "RETENTION_EXPORT_KEY" in capsys.readouterr().err
