@@ -247,6 +247,26 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_model(args: argparse.Namespace) -> int:
+    """A bundle on an event log it has not seen: figures, plots, and a reference model."""
+    _setup_logging("info")
+    from retention_model.features.offline import read_event_log
+    from training.evaluate import evaluate_model, write_evaluation_report
+    from training.train import TrainConfig
+
+    events = read_event_log(args.events)
+    report, curves = evaluate_model(events, args.model, TrainConfig(horizon_days=args.horizon_days))
+    written = write_evaluation_report(report, curves, args.out)
+    for name in ("model", "logistic_regression"):
+        figures = report[name]
+        print(
+            f"{name:20s} ROC-AUC {figures['roc_auc']:.3f}  PR-AUC {figures['pr_auc']:.3f}  "
+            f"Brier {figures['brier']:.3f}  ECE {figures['ece']:.3f}  lift@10% {figures['lift_top_10']:.2f}"
+        )
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_report_effect(args: argparse.Namespace) -> int:
     """Treated vs holdout retention, uplift with its interval, redemption and click-through."""
     import json
@@ -439,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_evaluate_cdnow)
+    p = evaluate.add_parser("model", help="a bundle on an event log: figures, plots, a reference model")
+    p.add_argument("--events", required=True, help="event log (.jsonl, .parquet, .csv) the bundle was not trained on")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model bundle or registry")
+    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument("--out", default="evaluation", help="folder for evaluation.md, evaluation.json and the plots")
+    p.set_defaults(func=cmd_evaluate_model)
     p = evaluate.add_parser("policy", help="random vs top-risk vs uplift targeting on simulated ground truth")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model bundle or registry (risk scores)")
     p.add_argument("--users", type=int, default=4000, help="simulated users per population")

@@ -115,3 +115,35 @@ def test_the_bundled_model_ships_recommendations_and_an_uplift_model() -> None:
     model = ChurnModel(BUNDLED_MODEL).load()
     assert model.uplift_ is not None
     assert len(model.recommender_.item_by_hash) > 100
+
+
+def test_lift_and_capture_by_hand() -> None:
+    from training.evaluate import lift_and_capture
+
+    labels = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2])
+    top20 = lift_and_capture(labels, scores, 0.2)
+    assert top20 == {"lift": pytest.approx(1.0 / 0.3), "capture": pytest.approx(2 / 3)}
+
+
+def test_evaluate_model_command_writes_figures_plots_and_a_reference(tmp_path: Path) -> None:
+    events = tmp_path / "unseen.jsonl"
+    assert main(["simulate", "--users", "400", "--days", "200", "--seed", "21", "--out", str(events)]) == 0
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "model", "--events", str(events), "--out", str(out)]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    for name in ("model", "logistic_regression"):
+        figures = report[name]
+        assert {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_10", "capture_top_20"} <= set(figures)
+        assert 0.5 < figures["roc_auc"] <= 1
+        assert sum(c["rows"] for c in figures["calibration"]) == report["rows"]["test"]
+    assert len(report["feature_importance"]) == 15
+    assert {p.name for p in out.iterdir()} == {
+        "evaluation.json",
+        "evaluation.md",
+        "roc.png",
+        "precision_recall.png",
+        "calibration.png",
+        "lift.png",
+        "feature_importance.png",
+    }
