@@ -39,6 +39,7 @@ from retention_model.features.state import UserState, apply_event, dump_state, l
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
 from retention_model.policy.budget import BudgetLedger, Spend, day_period
+from retention_model.policy.policy import tier_for
 from retention_model.scoring import build_features, describe_user, finish_batch
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
@@ -93,9 +94,18 @@ class _Scoring:
 class BatchProcessor:
     """Processes one micro-batch of Faust events; holds no Kafka client of its own."""
 
-    def __init__(self, app: faust.App, settings: Settings, model: ChurnModel, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        model: ChurnModel,
+        metrics: Metrics,
+        shadow: ChurnModel | None = None,
+    ) -> None:
         self.settings = settings
         self.model = model
+        #: Scored beside the live model; its scores are published, never acted on.
+        self.shadow = shadow
         self.metrics = metrics
         self.policy = settings.policy
         raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -323,7 +333,8 @@ class BatchProcessor:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         model = self.model  # a hot reload may swap self.model while this batch scores
-        risks, uplifts = await loop.run_in_executor(self.executor, _score, model, features)
+        shadow = self.shadow
+        risks, uplifts, shadow_risks = await loop.run_in_executor(self.executor, _score, model, shadow, features)
         metrics.scoring_seconds.observe(time.perf_counter() - started)
         metrics.batch_users.observe(len(scoring.states))
         version = model.version
@@ -353,9 +364,16 @@ class BatchProcessor:
                 new_timers.setdefault((context.message.partition, due // HOUR_MS), []).append(key)
         self._add_timers(new_timers, {c.message.partition: c for c in scoring.contexts})
 
-        for key, result, trigger in zip(scoring.keys, scored, scoring.triggers):
+        for index, (key, result, trigger) in enumerate(zip(scoring.keys, scored, scoring.triggers)):
             record = result.score_record(version)
             record["trigger"] = trigger
+            if shadow_risks is not None:
+                assert shadow is not None
+                shadow_risk = float(shadow_risks[index])
+                shadow_tier = tier_for(shadow_risk, self.policy)
+                record["shadow"] = {"model_version": shadow.version, "risk": round(shadow_risk, 6), "tier": shadow_tier}
+                metrics.shadow_risk_difference.observe(shadow_risk - result.risk)
+                metrics.shadow_tier_agreement.labels("yes" if shadow_tier == result.tier else "no").inc()
             await self._send(self.scores, key, orjson.dumps(record))
             metrics.scores.labels(result.tier).inc()
             if trigger == "silence":
@@ -462,9 +480,10 @@ class BatchProcessor:
         )
 
 
-def _score(model: ChurnModel, features: Any) -> tuple[Any, Any]:
-    """Churn risk and coupon uplift of a batch (in the scoring thread)."""
-    return model.score_many(features), model.uplift_many(features)
+def _score(model: ChurnModel, shadow: ChurnModel | None, features: Any) -> tuple[Any, Any, Any]:
+    """Churn risk, coupon uplift and shadow risk of a batch (in the scoring thread)."""
+    shadow_risks = shadow.score_many(features) if shadow is not None else None
+    return model.score_many(features), model.uplift_many(features), shadow_risks
 
 
 @contextlib.contextmanager
@@ -522,7 +541,9 @@ def _use_fetched_highwaters(bootstrap: str) -> None:
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = highwaters
 
 
-def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple[faust.App, BatchProcessor]:
+def create_app(
+    settings: Settings, model: ChurnModel, metrics: Metrics, *, shadow: ChurnModel | None = None
+) -> tuple[faust.App, BatchProcessor]:
     """Build the Faust app and its agent for ``settings``; the model is already loaded."""
     session = settings.session_timeout_s
     _cap_fetch_wait(settings.fetch_max_wait_ms)
@@ -547,7 +568,7 @@ def create_app(settings: Settings, model: ChurnModel, metrics: Metrics) -> tuple
         table_standby_replicas=0,
         broker_credentials=faust_credentials(settings),
     )
-    processor = BatchProcessor(app, settings, model, metrics)
+    processor = BatchProcessor(app, settings, model, metrics, shadow)
     within = settings.batch_max_wait_ms / 1000.0
 
     @app.on_rebalance_complete.connect

@@ -88,6 +88,11 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
 
     try:
         model = ChurnModel(settings.model_path, device=settings.model_device).load()  # type: ignore[arg-type]
+        shadow = (
+            ChurnModel(settings.shadow_model_path, device=settings.model_device).load()  # type: ignore[arg-type]
+            if settings.shadow_model_path
+            else None
+        )
     except BundleError as exc:
         print(f"retention worker: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -120,7 +125,10 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    app, _ = create_app(settings, model, metrics)
+    if shadow is not None:
+        metrics.shadow_model_info.labels(shadow.version).set(1)
+        log.info("shadow model %s scores beside %s (published, never acted on)", shadow.version, model.version)
+    app, _ = create_app(settings, model, metrics, shadow=shadow)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     log.info(
         "worker %s consuming %s from %s with model %s", settings.app_id, settings.events_topic, bootstrap, model.version

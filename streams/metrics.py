@@ -46,6 +46,9 @@ class Metrics(NamedTuple):
     attributed_events: Counter
     budget_spent: Gauge
     budget_cap: Gauge
+    shadow_model_info: Gauge
+    shadow_risk_difference: Histogram
+    shadow_tier_agreement: Counter
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -157,6 +160,24 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_budget_cap",
             "Coupon budget cap of this worker's partitions' slices (0: no cap), by scope and unit",
             ["scope", "unit"],
+            registry=registry,
+        ),
+        shadow_model_info=Gauge(
+            f"{prefix}_shadow_model_info",
+            "The bundle scored in shadow (value 1); absent when there is none",
+            ["version"],
+            registry=registry,
+        ),
+        shadow_risk_difference=Histogram(
+            f"{prefix}_shadow_risk_difference",
+            "Shadow risk minus live risk, per scored user",
+            buckets=(-0.5, -0.2, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.2, 0.5),
+            registry=registry,
+        ),
+        shadow_tier_agreement=Counter(
+            f"{prefix}_shadow_tier_agreement_total",
+            "Scored users whose shadow tier equals (agree=yes) or differs from (no) the live tier",
+            ["agree"],
             registry=registry,
         ),
     )

@@ -80,6 +80,10 @@ class Settings:
         30.0, "How often to look for a newer bundle in the model path and load it, in s (0: never)", lo=0.0, hi=86_400
     )
     model_device: str = _setting("auto", "Where the model runs", choices=("auto", "cpu", "gpu"))
+    shadow_model_path: str = _setting(
+        "",
+        "A second bundle scored in shadow beside the live one: its scores are published and measured, never acted on",
+    )
     batch_max_size: int = _setting(2000, "Most events gathered into one micro-batch", lo=1, hi=100_000)
     batch_max_wait_ms: int = _setting(50, "Longest a micro-batch waits to fill, in ms", lo=1, hi=60_000)
     fetch_max_wait_ms: int = _setting(
@@ -196,7 +200,16 @@ _MOVED_TO_POLICY_FILE = {
     "RETENTION_HOLDOUT_SALT": "[holdout] salt",
 }
 _MAY_BE_EMPTY = frozenset(
-    {"export_key", "policy_file", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
+    {
+        "export_key",
+        "policy_file",
+        "shadow_model_path",
+        "sasl_username",
+        "sasl_password",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+    }
 )
 SECRETS = frozenset({"sasl_password", "export_key"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from retention_model.model.bundle import resolve_bundle
 from retention_model.policy.policy import iso_ms
-from streams.demo import scrape_metrics
+from streams.demo import metric_sum, scrape_metrics
 from streams.producer import produce_records
 from streams.settings import BUNDLED_MODEL
 from training.simulator import SimConfig, encode_stream, simulate
@@ -76,3 +77,37 @@ def test_hot_reload_swaps_models_and_keeps_the_old_one_on_failure(broker: str, t
     for user, versions in by_user.items():
         assert versions == sorted(versions), (user, versions)  # "first" < "second"
     assert sum(v.count("first") for v in by_user.values()) > 0
+
+
+def test_a_shadow_bundle_is_scored_beside_the_live_one_and_never_acted_on(broker: str, tmp_path: Path) -> None:
+    registry = tmp_path / "shadow"
+    registry.mkdir()
+    add_bundle(registry, "churn-candidate", "candidate", "2026-01-01T00:00:00+00:00")
+    settings = fresh_settings(broker, tmp_path, shadow_model_path=str(registry))
+    records = list(encode_stream(simulate(SimConfig(users=40, days=40, seed=4))))
+    with running_worker(settings, tmp_path / "worker.log"):
+        produce_records(settings, records)
+        wait_for_metric(settings, "retention_events_total", len(records))
+        samples = settled_metrics(settings)
+        scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
+        decisions = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.decisions_topic, settings.partitions)]
+
+    live = {s["model_version"] for s in scores}
+    assert live == {resolve_bundle(BUNDLED_MODEL).name.removeprefix("churn-")}
+    assert all(s["shadow"]["model_version"] == "candidate" for s in scores)
+    # The candidate is a copy of the live weights: the same risk, the same tier, every time.
+    assert all(s["shadow"]["risk"] == s["risk"] and s["shadow"]["tier"] == s["tier"] for s in scores)
+    assert metric_sum(samples, "retention_shadow_tier_agreement_total", agree="yes") == len(scores)
+    assert metric_sum(samples, "retention_shadow_model_info", version="candidate") == 1
+    assert decisions and {d["model_version"] for d in decisions} == live  # only the live model acts
+
+
+def test_a_missing_shadow_bundle_stops_the_worker_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env["RETENTION_SHADOW_MODEL_PATH"] = str(tmp_path / "nowhere")
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True, timeout=120)
+    assert result.returncode == 2
+    assert b"cannot start: model bundle not found at" in result.stderr
