@@ -129,7 +129,7 @@ def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_pa
         body = json.loads(next(iter(bodies)))
         if body["kind"] == "coupon":
             coupon_times[body["user_id"]].append(datetime.fromisoformat(body["event_time"]).timestamp())
-    cooldown_s = settings.coupon_cooldown_days * 86_400
+    cooldown_s = settings.policy.coupon_cooldown_days * 86_400
     within_cooldown = sum(
         1 for times in coupon_times.values() for a, b in pairwise(sorted(times)) if b - a < cooldown_s
     )
