@@ -269,10 +269,6 @@ class BatchProcessor:
             metrics.events.labels(event_type, outcome).inc(count)
         for event_type, count in attributed.items():
             metrics.attributed_events.labels(event_type).inc(count)
-        if self.count_users_exactly:
-            metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
-        elif new_users:
-            metrics.users_tracked.inc(new_users)  # counting a RocksDB store would scan it
 
         self._record_lag(partition_context)
         self._collect_silent(batch_scoring, partition_context)
@@ -287,6 +283,11 @@ class BatchProcessor:
             if not silent.states:
                 break
             await self._score_and_publish(silent)
+        # After the batch's state writes, so a new user counts in this batch already.
+        if self.count_users_exactly:
+            metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
+        elif new_users:
+            metrics.users_tracked.inc(new_users)  # counting a RocksDB store would scan it
 
     def _collect_silent(self, scoring: _Scoring, partition_context: dict[int, EventT]) -> None:
         """Add users whose silence timer fell due below their partition's watermark.
