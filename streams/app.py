@@ -61,6 +61,8 @@ DLQ_MAX_VALUE_BYTES = 256 * 1024
 
 
 HOUR_MS = 3_600_000
+#: How often the commit watchdog looks at how far commits trail processing.
+COMMIT_WATCH_S = 10.0
 
 
 class _Scoring:
@@ -131,6 +133,12 @@ class BatchProcessor:
         # Coupon spend per budget slice: key b"<partition>:<period>" -> JSON [money, count].
         self.budget_table = raw_table(BUDGET_TABLE, "Coupon budget spent, by partition slice and period")
         self.ledgers: dict[int, BudgetLedger] = {}
+        #: Per events partition, the first and the highest source offset fully processed
+        #: in this assignment generation (for the commit watchdog).
+        self.processed: dict[Any, tuple[int, int]] = {}
+        self._commit_seen: dict[Any, int | None] = {}
+        #: Bumped when partitions are revoked; a batch that spans it records nothing.
+        self.generation = 0
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
         self.count_users_exactly = settings.store == "memory://"
@@ -216,12 +224,15 @@ class BatchProcessor:
         """Decode, update state, re-score silent users, score and publish one micro-batch."""
         metrics = self.metrics
         metrics.batch_events.observe(len(batch))
+        generation = self.generation
+        first_offsets: dict[Any, int] = {}
         by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
         partition_context: dict[int, EventT] = {}
         attributed: Counter[str] = Counter()
         for fevent in batch:
             message = fevent.message
             partition_context[message.partition] = fevent
+            first_offsets.setdefault(message.tp, message.offset)
             value = message.value if message.value is not None else b""
             decoded = decode_event(value)
             if isinstance(decoded, Event):
@@ -283,6 +294,11 @@ class BatchProcessor:
             if not silent.states:
                 break
             await self._score_and_publish(silent)
+        if generation == self.generation:  # no rebalance while this batch ran
+            for fevent in partition_context.values():
+                tp = fevent.message.tp
+                first, _ = self.processed.get(tp, (first_offsets[tp], -1))
+                self.processed[tp] = (first, fevent.message.offset)
         # After the batch's state writes, so a new user counts in this batch already.
         if self.count_users_exactly:
             metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
@@ -391,6 +407,39 @@ class BatchProcessor:
         for seen in scoring.seen_s:
             if seen is not None:
                 metrics.decision_latency_seconds.observe(max(0.0, published - seen))
+
+    def watch_commits(self, consumer: Any) -> None:
+        """Export how far each partition's commit trails what was processed; warn when stuck.
+
+        After a rebalance Faust has been seen to keep processing a moved partition
+        while never committing it again, so every restart would re-read more. State
+        stays exact (per-user offsets) and re-sent outputs keep their ids, but the
+        growing re-read must not be silent: ``retention_uncommitted_records`` shows it
+        and the ``RetentionCommitsStuck`` alert fires on it. (Committing on Faust's
+        behalf was tried and lost events in rare interleavings; it is not done.)
+        """
+        assignment = consumer.assignment()
+        for tp, (_, offset) in list(self.processed.items()):
+            if tp not in assignment:
+                self.processed.pop(tp, None)
+                self._commit_seen.pop(tp, None)
+                continue
+            committed = consumer._committed_offset.get(tp)
+            behind = offset + 1 - (committed or 0)
+            self.metrics.uncommitted_records.labels(str(tp.partition)).set(max(0, behind))
+            if behind <= 0:
+                self._commit_seen.pop(tp, None)
+            elif self._commit_seen.get(tp, -1) == committed:
+                log.warning(
+                    "commit of %s[%d] has not moved from %s while %d is processed: a restart would re-read %d records",
+                    tp.topic,
+                    tp.partition,
+                    committed,
+                    offset,
+                    behind,
+                )
+            else:
+                self._commit_seen[tp] = committed
 
     def forget_budgets(self) -> None:
         """Drop cached budget slices (after a rebalance another worker may have spent)."""
@@ -572,10 +621,18 @@ def create_app(
     processor = BatchProcessor(app, settings, model, metrics, shadow)
     within = settings.batch_max_wait_ms / 1000.0
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        processor.generation += 1
+        processor.processed.clear()
+        processor._commit_seen.clear()
+
     @app.on_rebalance_complete.connect
     async def on_rebalance(sender: Any, **kwargs: Any) -> None:
         processor.forget_timer_index()
         processor.forget_budgets()
+        processor.processed.clear()
+        processor._commit_seen.clear()
         processor.watermarks.clear()
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
@@ -603,6 +660,11 @@ def create_app(
         recovery = app.tables.recovery
         metrics.recovering.set(1 if recovery.in_recovery else 0)
         metrics.recovery_remaining.set(recovery.active_remaining_total() if recovery.in_recovery else 0)
+
+    @app.timer(COMMIT_WATCH_S)
+    async def watch_commits() -> None:
+        if not app.rebalancing:
+            processor.watch_commits(app.consumer)
 
     if settings.model_reload_s > 0:
 

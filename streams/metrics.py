@@ -47,6 +47,7 @@ class Metrics(NamedTuple):
     budget_spent: Gauge
     budget_cap: Gauge
     shadow_model_info: Gauge
+    uncommitted_records: Gauge
     shadow_risk_difference: Histogram
     shadow_tier_agreement: Counter
 
@@ -160,6 +161,12 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_budget_cap",
             "Coupon budget cap of this worker's partitions' slices (0: no cap), by scope and unit",
             ["scope", "unit"],
+            registry=registry,
+        ),
+        uncommitted_records=Gauge(
+            f"{prefix}_uncommitted_records",
+            "Records processed but not yet committed, by partition (what a restart would re-read)",
+            ["partition"],
             registry=registry,
         ),
         shadow_model_info=Gauge(

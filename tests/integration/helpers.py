@@ -165,6 +165,6 @@ def assert_state_matches_offline(
     assert set(latest) == set(offline)
     for user_id, expected in offline.items():
         streamed = load_state(latest[user_id])
-        assert streamed.totals == expected.totals, user_id
+        assert streamed.totals == expected.totals, (user_id, streamed.totals, expected.totals, streamed.offset)
         at = expected.last_seen_ms + DAY_MS
         assert feature_vector(streamed, at) == pytest.approx(feature_vector(expected, at), rel=1e-9, abs=1e-9)
