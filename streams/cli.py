@@ -224,8 +224,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
     """The CDNOW benchmark: project model vs LR, GBT, BG/NBD, Pareto/NBD."""
     _setup_logging("info")
-    import json
-
     from training.cdnow import CDNOW_HELP, evaluate_cdnow
 
     data = Path(args.data)
@@ -233,25 +231,27 @@ def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
         print(f"retention evaluate cdnow: {data}: {CDNOW_HELP}", file=sys.stderr)
         return 2
     report = evaluate_cdnow(data, folds=args.folds, seed=args.seed)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    _print_report(report, args.json)
     return 0
+
+
+def _print_report(report: dict[str, Any], json_path: str | None) -> None:
+    """Print a JSON report, and write it to ``json_path`` too when one is given."""
+    import json
+
+    text = json.dumps(report, indent=2)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    print(text)
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     """Targeting rules on the simulator's ground truth, and uplift learners on Hillstrom."""
     _setup_logging("info")
-    import json
-
     from training.uplift import evaluate_policy
 
     report = evaluate_policy(args.model, users=args.users, budget_share=args.budget_share, hillstrom=args.hillstrom)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    _print_report(report, args.json)
     return 0
 
 
