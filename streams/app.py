@@ -1,17 +1,20 @@
 """The Faust worker: a thin layer over the pure core.
 
-Faust owns partition assignment, rebalances, the changelog-backed user-state
-table and the web server. Per micro-batch the agent:
+Faust owns the consumer group, partition assignment, rebalances, the
+changelog-backed tables, commits and the web server. Beneath its per-event
+stream, the batch drain (``streams.batching``) hands over whole fetched batches,
+sized against a latency target. Per micro-batch the processor:
 
 1. decodes every record (bad ones to the dead-letter topic with the reason);
 2. folds each user's events into their state, skipping already-applied offsets;
 3. scores every touched user in one model call, off the event loop;
-4. runs the policy, writes each user's state once, publishes scores and
-   interventions.
+4. runs the policy, writes each user's state once (store and changelog), and
+   queues scores, decisions and interventions on one producer;
+5. waits for all of it to be delivered.
 
-Offsets are acknowledged only after the batch's state writes and sends are
-queued, so a crash replays the batch, and the per-user offset in the state makes
-the replay a no-op for state (at-least-once delivery, effectively-once state).
+Offsets are acknowledged only after that, so a crash replays the batch, and the
+per-user offset in the state makes the replay a no-op for state (at-least-once
+delivery, effectively-once state).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,10 +33,11 @@ from typing import Any
 import faust
 import orjson
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import TP
 
+from retention_model.batching import AdaptiveBatchSize
 from retention_model.errors import BundleError
-from retention_model.events import DecodeError, Event, UnknownEventType, decode_event, parse_timestamp_ms
+from retention_model.events import DecodeError, Event, decode_event, parse_timestamp_ms
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
 from retention_model.model.bundle import resolve_bundle
@@ -41,8 +45,11 @@ from retention_model.model.scorer import ChurnModel
 from retention_model.policy.budget import BudgetLedger, Spend, day_period
 from retention_model.policy.policy import tier_for
 from retention_model.scoring import build_features, describe_user, finish_batch
+from streams import batching
+from streams.batching import Records
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
+from streams.output import OutputProducer
 from streams.settings import Settings
 
 __all__ = ["BatchProcessor", "create_app"]
@@ -65,10 +72,32 @@ HOUR_MS = 3_600_000
 COMMIT_WATCH_S = 10.0
 
 
+class _Source:
+    """Stands in for Faust's current event during table access: names the source partition.
+
+    Faust's RocksDB store picks the partition database from the current event,
+    and there is none beneath the stream; this object is all it reads.
+    """
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, tp: TP) -> None:
+        self.message = _SourceMessage(tp)
+
+
+class _SourceMessage:
+    __slots__ = ("partition", "topic", "tp")
+
+    def __init__(self, tp: TP) -> None:
+        self.tp = tp
+        self.topic = tp.topic
+        self.partition = tp.partition
+
+
 class _Scoring:
     """Users gathered for one model call, with why and as of when each is scored."""
 
-    __slots__ = ("contexts", "keys", "keys_set", "now_ms", "seen_s", "states", "triggers", "user_ids")
+    __slots__ = ("keys", "keys_set", "now_ms", "partitions", "seen_s", "states", "triggers", "user_ids")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
@@ -76,25 +105,91 @@ class _Scoring:
         self.user_ids: list[str] = []
         self.states: list[UserState] = []
         self.now_ms: list[int] = []
-        self.contexts: list[EventT] = []
+        self.partitions: list[int] = []
         self.triggers: list[str] = []
         self.seen_s: list[float | None] = []
 
     def add(
-        self, key: bytes, state: UserState, now_ms: int, context: EventT, trigger: str, seen_s: float | None
+        self, key: bytes, state: UserState, now_ms: int, partition: int, trigger: str, seen_s: float | None
     ) -> None:
         self.keys.append(key)
         self.keys_set.add(key)
         self.user_ids.append(key.decode())
         self.states.append(state)
         self.now_ms.append(now_ms)
-        self.contexts.append(context)
+        self.partitions.append(partition)
         self.triggers.append(trigger)
         self.seen_s.append(seen_s)
 
 
+class _TableAccess:
+    """Reads and writes one Faust table beneath the stream, changelog included.
+
+    Faust's ``table[key] = value`` costs a stream context lookup, sensors and a
+    producer future per key. Here the store is written directly (the memory
+    store's dict, or RocksDB under the partition's context) and the changelog
+    record is queued on the batch producer to the same partition Faust would
+    pick, so recovery, standby and rebalance behave as with Faust's own writes.
+    """
+
+    def __init__(self, table: Any, output: OutputProducer, rocksdb: bool) -> None:
+        self.table = table
+        self.output = output
+        self.rocksdb = rocksdb
+        self.changelog = table.changelog_topic.get_topic_name()
+
+    def _store(self) -> Any:
+        store = self.table.data
+        return store if self.rocksdb else store.data
+
+    def get(self, key: bytes, source: _Source) -> bytes | None:
+        if self.rocksdb:
+            with _as_current(source):
+                return self.table.data.get(key)
+        return self.table.data.data.get(key)
+
+    def get_many(self, keys: Iterable[bytes], source: _Source) -> list[bytes | None]:
+        if self.rocksdb:
+            with _as_current(source):
+                get = self.table.data.get
+                return [get(key) for key in keys]
+        get = self.table.data.data.get
+        return [get(key) for key in keys]
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes | None]], source: _Source) -> None:
+        """Write (or, for ``None``, delete) keys of one source partition, with their changelog."""
+        partition = source.message.partition
+        produce = self.output.produce
+        changelog = self.changelog
+        rocksdb = self.rocksdb
+        with _as_current(source):
+            store = self._store()
+            for key, value in items:
+                if value is None:
+                    if key not in store:
+                        continue
+                    del store[key]
+                else:
+                    store[key] = value
+                produce(changelog, key, value, partition=partition, changelog=rocksdb)
+
+    def all_keys(self) -> list[bytes]:
+        return list(self.table.keys())
+
+    def __len__(self) -> int:
+        return len(self.table.data.data) if not self.rocksdb else len(self.table)
+
+    def persisted(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Record delivered changelog offsets in RocksDB (where recovery resumes)."""
+        if not self.rocksdb:
+            return
+        for (topic, partition), offset in offsets.items():
+            if topic == self.changelog:
+                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
 class BatchProcessor:
-    """Processes one micro-batch of Faust events; holds no Kafka client of its own."""
+    """Processes one micro-batch of records; Kafka access goes through Faust and the output producer."""
 
     def __init__(
         self,
@@ -123,7 +218,7 @@ class BatchProcessor:
                 help=help,
             )
 
-        self.table = raw_table(STATE_TABLE, "Per-user feature state (retention_model.features.state, binary v1)")
+        self.table = raw_table(STATE_TABLE, "Per-user feature state (retention_model.features.state, binary)")
         # Silence timers: key b"<partition>:<hour>" -> newline-separated user keys due
         # in that event-time hour. Stale entries are fine: the due time is
         # recomputed from the state before anyone is re-scored.
@@ -132,6 +227,11 @@ class BatchProcessor:
         )
         # Coupon spend per budget slice: key b"<partition>:<period>" -> JSON [money, count].
         self.budget_table = raw_table(BUDGET_TABLE, "Coupon budget spent, by partition slice and period")
+        self.output = OutputProducer(settings, on_error=lambda topic: metrics.publish_errors.labels(topic).inc())
+        rocksdb = settings.store.startswith("rocksdb")
+        self.states = _TableAccess(self.table, self.output, rocksdb)
+        self.timer_access = _TableAccess(self.timers, self.output, rocksdb)
+        self.budget_access = _TableAccess(self.budget_table, self.output, rocksdb)
         self.ledgers: dict[int, BudgetLedger] = {}
         #: Per events partition, the first and the highest source offset fully processed
         #: in this assignment generation (for the commit watchdog).
@@ -141,22 +241,20 @@ class BatchProcessor:
         self.generation = 0
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
         self.watermarks: dict[int, int] = {}
-        self.count_users_exactly = settings.store == "memory://"
+        self.count_users_exactly = not rocksdb
+        self._count_users_after_rebalance = rocksdb
         self.consumer: Any = None  # set once the app's consumer exists
         self._failed_bundles: set[Path] = set()
         self._buckets: dict[int, set[int]] | None = None
+        self._sources: dict[TP, _Source] = {}
+        self._by_partition: dict[int, _Source] = {}
+        self._awaiting_delivery: list[float] = []
 
         def raw_topic(name: str) -> Any:
             return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
         self.events_topic = raw_topic(settings.events_topic)
-        self.dlq = raw_topic(settings.dlq_topic)
-        self.scores = raw_topic(settings.scores_topic)
-        self.decisions = raw_topic(settings.decisions_topic)
-        self.kind_topics = {
-            "coupon": raw_topic(settings.coupon_topic),
-            "recommendation": raw_topic(settings.recommendation_topic),
-        }
+        self.kind_topics = {"coupon": settings.coupon_topic, "recommendation": settings.recommendation_topic}
         # One thread: the model call releases the GIL, and a single thread keeps
         # TensorFlow's own thread pools from being oversubscribed.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
@@ -193,19 +291,25 @@ class BatchProcessor:
         self.metrics.model_reloads.labels("loaded").inc()
         log.info("model reloaded: %s -> %s (%s)", old.version, candidate.version, newest)
 
-    def _record_lag(self, partition_context: dict[int, EventT]) -> None:
+    def _source(self, tp: TP) -> _Source:
+        source = self._sources.get(tp)
+        if source is None:
+            source = self._sources[tp] = _Source(tp)
+        self._by_partition[tp.partition] = source
+        return source
+
+    def _record_lag(self, batch: Records) -> None:
         """Lag per partition from the high watermark of the last fetch (correct on Tansu too)."""
         consumer = self.consumer
         if consumer is None:
             return
-        for partition, fevent in partition_context.items():
-            message = fevent.message
+        for tp, records in batch.items():
             try:
-                highwater = consumer.highwater(message.tp)
+                highwater = consumer.highwater(tp)
             except Exception:  # no fetch answer yet for this partition
                 continue
             if highwater is not None:
-                self.metrics.consumer_lag.labels(str(partition)).set(max(0, highwater - message.offset - 1))
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - records[-1].offset - 1))
 
     def forget_timer_index(self) -> None:
         """Rebuild the in-memory bucket index on next use (after a rebalance)."""
@@ -214,135 +318,161 @@ class BatchProcessor:
     def _timer_buckets(self) -> dict[int, set[int]]:
         if self._buckets is None:
             buckets: dict[int, set[int]] = {}
-            for key in list(self.timers.keys()):
+            for key in self.timer_access.all_keys():
                 partition, _, hour = key.partition(b":")
                 buckets.setdefault(int(partition), set()).add(int(hour))
             self._buckets = buckets
         return self._buckets
 
-    async def process(self, batch: Sequence[EventT]) -> None:
-        """Decode, update state, re-score silent users, score and publish one micro-batch."""
-        metrics = self.metrics
-        metrics.batch_events.observe(len(batch))
-        generation = self.generation
-        first_offsets: dict[Any, int] = {}
-        by_user: dict[bytes, list[tuple[Event, EventT]]] = {}
-        partition_context: dict[int, EventT] = {}
-        attributed: Counter[str] = Counter()
-        for fevent in batch:
-            message = fevent.message
-            partition_context[message.partition] = fevent
-            first_offsets.setdefault(message.tp, message.offset)
-            value = message.value if message.value is not None else b""
-            decoded = decode_event(value)
-            if isinstance(decoded, Event):
-                key = message.key
-                if key is None or key != decoded.user_id.encode():
-                    decoded = DecodeError(
-                        "key_mismatch",
-                        f"record key {key!r} is not the event's user_id; producers key events by user_id",
-                    )
-            if isinstance(decoded, DecodeError):
-                await self._dead_letter(fevent, decoded)
-                continue
-            if isinstance(decoded, UnknownEventType):
-                metrics.events.labels("unknown", "ignored").inc()
-                continue
-            if decoded.intervention_id is not None:
-                attributed[decoded.type.wire_name] += 1
-            by_user.setdefault(message.key, []).append((decoded, fevent))
-            watermark = self.watermarks.get(message.partition, 0)
-            if decoded.ts_ms < watermark:
-                metrics.late_events.inc()
-            elif decoded.ts_ms - self.lateness_ms > watermark:
-                self.watermarks[message.partition] = decoded.ts_ms - self.lateness_ms
+    async def process(self, batch: Records) -> None:
+        """Decode, update state, re-score silent users, score and publish one micro-batch.
 
-        batch_scoring = _Scoring()
-        # Counted per batch, not per event: a labelled counter update takes a lock.
+        Returns once everything the batch wrote (outputs, dead letters, changelog)
+        is delivered; only then may its offsets be acknowledged.
+        """
+        metrics = self.metrics
+        generation = self.generation
+        events_in = 0
+        attributed: Counter[str] = Counter()
         outcomes: Counter[tuple[str, str]] = Counter()
+        scoring = _Scoring()
         new_users = 0
-        for key, items in by_user.items():
-            raw = self.table.get(key)
-            state = load_state(raw) if raw is not None else UserState()
-            if raw is None:
-                new_users += 1
-            applied = 0
-            for event, fevent in items:
-                if apply_event(state, event, fevent.message.offset):
-                    applied += 1
-                    outcomes[event.type.wire_name, "applied"] += 1
+        lateness = self.lateness_ms
+        for tp, records in batch.items():
+            events_in += len(records)
+            partition = tp.partition
+            source = self._source(tp)
+            watermark = self.watermarks.get(partition, 0)
+            late = 0
+            # user key -> [(event, offset)], first-seen order; and the earliest producer time per user
+            by_user: dict[bytes, list[tuple[Event, int]]] = {}
+            first_seen: dict[bytes, int] = {}
+            for record in records:
+                value = record.value if record.value is not None else b""
+                decoded = decode_event(value)
+                key = record.key
+                if isinstance(decoded, Event):
+                    if key is None or key != decoded.user_id.encode():
+                        decoded = DecodeError(
+                            "key_mismatch",
+                            f"record key {key!r} is not the event's user_id; producers key events by user_id",
+                        )
+                    else:
+                        items = by_user.get(key)
+                        if items is None:
+                            by_user[key] = [(decoded, record.offset)]
+                            first_seen[key] = record.timestamp
+                        else:
+                            items.append((decoded, record.offset))
+                        if decoded.intervention_id is not None:
+                            attributed[decoded.type.wire_name] += 1
+                        ts = decoded.ts_ms
+                        if ts < watermark:
+                            late += 1
+                        elif ts - lateness > watermark:
+                            watermark = ts - lateness
+                        continue
+                if isinstance(decoded, DecodeError):
+                    self._dead_letter(record, decoded)
+                else:  # UnknownEventType: a newer producer's event, counted, not an error
+                    outcomes["unknown", "ignored"] += 1
+            self.watermarks[partition] = watermark
+            if late:
+                metrics.late_events.inc(late)
+            keys = list(by_user)
+            for key, raw in zip(keys, self.states.get_many(keys, source)):
+                if raw is None:
+                    state = UserState()
+                    new_users += 1
                 else:
-                    outcomes[event.type.wire_name, "duplicate"] += 1
-            if applied:
-                seen = min(f.message.timestamp for _, f in items)
-                batch_scoring.add(key, state, state.last_seen_ms, items[-1][1], "event", seen)
+                    state = load_state(raw)
+                applied = 0
+                for event, offset in by_user[key]:
+                    if apply_event(state, event, offset):
+                        applied += 1
+                        outcomes[event.type.wire_name, "applied"] += 1
+                    else:
+                        outcomes[event.type.wire_name, "duplicate"] += 1
+                if applied:
+                    seen = first_seen[key]
+                    scoring.add(key, state, state.last_seen_ms, partition, "event", seen / 1000 if seen else None)
+        metrics.batch_events.observe(events_in)
+        # Counted per batch, not per event: a labelled counter update takes a lock.
         for (event_type, outcome), count in outcomes.items():
             metrics.events.labels(event_type, outcome).inc(count)
         for event_type, count in attributed.items():
             metrics.attributed_events.labels(event_type).inc(count)
 
-        self._record_lag(partition_context)
-        self._collect_silent(batch_scoring, partition_context)
-        if batch_scoring.states:
-            await self._score_and_publish(batch_scoring)
+        self._record_lag(batch)
+        partitions = [tp.partition for tp in batch]
+        self._collect_silent(scoring, partitions)
+        if scoring.states:
+            await self._score_and_publish(scoring)
         # A re-score files the user's next check, which may already be due under
         # this batch's watermark (a replay covers days in one batch): keep going
         # until no timer below the watermark is left.
         for _ in range(MAX_SILENCE_ROUNDS):
             silent = _Scoring()
-            self._collect_silent(silent, partition_context)
+            self._collect_silent(silent, partitions)
             if not silent.states:
                 break
             await self._score_and_publish(silent)
+        await self.output.flush()
+        # Event to decision: from the event's producer timestamp to its score and
+        # decisions delivered to the broker.
+        delivered = time.time()
+        observe = metrics.decision_latency_seconds.observe
+        for seen in self._awaiting_delivery:
+            observe(max(0.0, delivered - seen))
+        self._awaiting_delivery.clear()
+        offsets = self.output.take_changelog_offsets()
+        if offsets:
+            for access in (self.states, self.timer_access, self.budget_access):
+                access.persisted(offsets)
         if generation == self.generation:  # no rebalance while this batch ran
-            for fevent in partition_context.values():
-                tp = fevent.message.tp
-                first, _ = self.processed.get(tp, (first_offsets[tp], -1))
-                self.processed[tp] = (first, fevent.message.offset)
+            for tp, records in batch.items():
+                first, _ = self.processed.get(tp, (records[0].offset, -1))
+                self.processed[tp] = (first, records[-1].offset)
         # After the batch's state writes, so a new user counts in this batch already.
         if self.count_users_exactly:
-            metrics.users_tracked.set(len(self.table))  # a dict's length: O(1)
+            metrics.users_tracked.set(len(self.states))  # a dict's length: O(1)
+        elif self._count_users_after_rebalance:
+            self._count_users_after_rebalance = False
+            metrics.users_tracked.set(len(self.table))  # one scan of the store per assignment
         elif new_users:
-            metrics.users_tracked.inc(new_users)  # counting a RocksDB store would scan it
+            metrics.users_tracked.inc(new_users)  # counting a RocksDB store every batch would scan it
 
-    def _collect_silent(self, scoring: _Scoring, partition_context: dict[int, EventT]) -> None:
+    def _collect_silent(self, scoring: _Scoring, partitions: list[int]) -> None:
         """Add users whose silence timer fell due below their partition's watermark.
 
         Each due bucket is deleted as it is read, before anyone is re-registered, so
         a timer filed during this batch into an hour being emptied is never lost.
         """
         buckets = self._timer_buckets()
-        for partition, context in partition_context.items():
+        for partition in partitions:
             watermark = self.watermarks.get(partition)
             hours = buckets.get(partition)
             if watermark is None or not hours:
                 continue
+            source = self._by_partition[partition]
             due_hours = sorted(h for h in hours if (h + 1) * HOUR_MS <= watermark)
             for hour in due_hours:
                 bucket_key = f"{partition}:{hour}".encode()
-                raw_users = self.timers.get(bucket_key)
+                raw_users = self.timer_access.get(bucket_key, source)
                 hours.discard(hour)
-                with _as_current(context):
-                    self.table_pop(self.timers, bucket_key)
+                self.timer_access.put_many([(bucket_key, None)], source)
                 if not raw_users:
                     continue
-                for key in set(raw_users.split(b"\n")):
-                    if key in scoring.keys_set:
-                        continue  # scored in this round already; its new timer comes next round
-                    raw = self.table.get(key)
+                candidates = [key for key in set(raw_users.split(b"\n")) if key not in scoring.keys_set]
+                # (a user scored in this round already has its new timer come next round)
+                for key, raw in zip(candidates, self.states.get_many(candidates, source)):
                     if raw is None:
                         continue
                     state = load_state(raw)
                     due = next_check_ms(state)
                     if due is None or due > watermark:
                         continue  # stale entry: the user was active since, or already re-scored
-                    scoring.add(key, state, due, context, "silence", None)
-
-    @staticmethod
-    def table_pop(table: Any, key: bytes) -> None:
-        """Delete a table key if present (writes a tombstone to the changelog)."""
-        if key in table:
-            del table[key]
+                    scoring.add(key, state, due, partition, "silence", None)
 
     async def _score_and_publish(self, scoring: _Scoring) -> None:
         metrics = self.metrics
@@ -355,8 +485,7 @@ class BatchProcessor:
         metrics.scoring_seconds.observe(time.perf_counter() - started)
         metrics.batch_users.observe(len(scoring.states))
         version = model.version
-        partitions = [c.message.partition for c in scoring.contexts]
-        budgets = [self._ledger(p) for p in partitions] if self.policy.has_budget else None
+        budgets = [self._ledger(p) for p in scoring.partitions] if self.policy.has_budget else None
         scored = finish_batch(
             scoring.user_ids,
             scoring.states,
@@ -369,18 +498,28 @@ class BatchProcessor:
             budgets=budgets,
             recommender=model.recommender_,
         )
+        touched = sorted(set(scoring.partitions))
         if budgets is not None:
-            self._save_budgets({c.message.partition: c for c in scoring.contexts}, max(scoring.now_ms))
+            self._save_budgets(touched, max(scoring.now_ms))
 
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in touched}
         new_timers: dict[tuple[int, int], list[bytes]] = {}
-        for key, state, context in zip(scoring.keys, scoring.states, scoring.contexts):
-            with _as_current(context):
-                self.table[key] = dump_state(state)
+        for key, state, partition in zip(scoring.keys, scoring.states, scoring.partitions):
+            by_partition[partition].append((key, dump_state(state)))
             due = next_check_ms(state)
             if due is not None:
-                new_timers.setdefault((context.message.partition, due // HOUR_MS), []).append(key)
-        self._add_timers(new_timers, {c.message.partition: c for c in scoring.contexts})
+                new_timers.setdefault((partition, due // HOUR_MS), []).append(key)
+        for partition, items in by_partition.items():
+            self.states.put_many(items, self._by_partition[partition])
+        self._add_timers(new_timers)
 
+        settings = self.settings
+        score_records: list[tuple[bytes, bytes]] = []
+        decision_records: list[tuple[bytes, bytes]] = []
+        sent: dict[str, list[tuple[bytes, bytes]]] = {kind: [] for kind in self.kind_topics}
+        tiers: Counter[str] = Counter()
+        decided: Counter[tuple[str, str, str]] = Counter()
+        interventions: Counter[tuple[str, str]] = Counter()
         for index, (key, result, trigger) in enumerate(zip(scoring.keys, scored, scoring.triggers)):
             record = result.score_record(version)
             record["trigger"] = trigger
@@ -391,22 +530,31 @@ class BatchProcessor:
                 record["shadow"] = {"model_version": shadow.version, "risk": round(shadow_risk, 6), "tier": shadow_tier}
                 metrics.shadow_risk_difference.observe(shadow_risk - result.risk)
                 metrics.shadow_tier_agreement.labels("yes" if shadow_tier == result.tier else "no").inc()
-            await self._send(self.scores, key, orjson.dumps(record))
-            metrics.scores.labels(result.tier).inc()
-            if trigger == "silence":
-                metrics.silence_rescored.inc()
+            score_records.append((key, orjson.dumps(record)))
+            tiers[result.tier] += 1
             for decision in result.decisions:
                 intervention = decision.intervention
-                await self._send(self.decisions, key, orjson.dumps(decision.as_dict()))
-                metrics.decisions.labels(intervention.kind, decision.action).inc()
-                metrics.decision_rules.labels(intervention.kind, decision.rule).inc()
+                decision_records.append((key, orjson.dumps(decision.as_dict())))
+                decided[intervention.kind, decision.action, decision.rule] += 1
                 if decision.action == "sent":
-                    await self._send(self.kind_topics[intervention.kind], key, orjson.dumps(intervention.as_dict()))
-                    metrics.interventions.labels(intervention.kind, intervention.tier).inc()
-        published = time.time()
-        for seen in scoring.seen_s:
-            if seen is not None:
-                metrics.decision_latency_seconds.observe(max(0.0, published - seen))
+                    sent[intervention.kind].append((key, orjson.dumps(intervention.as_dict())))
+                    interventions[intervention.kind, intervention.tier] += 1
+        output = self.output
+        output.produce_many(settings.scores_topic, score_records)
+        output.produce_many(settings.decisions_topic, decision_records)
+        for kind, records in sent.items():
+            output.produce_many(self.kind_topics[kind], records)
+        for tier, count in tiers.items():
+            metrics.scores.labels(tier).inc(count)
+        for (kind, action, rule), count in decided.items():
+            metrics.decisions.labels(kind, action).inc(count)
+            metrics.decision_rules.labels(kind, rule).inc(count)
+        for (kind, tier), count in interventions.items():
+            metrics.interventions.labels(kind, tier).inc(count)
+        silenced = scoring.triggers.count("silence")
+        if silenced:
+            metrics.silence_rescored.inc(silenced)
+        self._awaiting_delivery.extend(seen for seen in scoring.seen_s if seen is not None)
 
     def watch_commits(self, consumer: Any) -> None:
         """Export how far each partition's commit trails what was processed; warn when stuck.
@@ -415,8 +563,7 @@ class BatchProcessor:
         while never committing it again, so every restart would re-read more. State
         stays exact (per-user offsets) and re-sent outputs keep their ids, but the
         growing re-read must not be silent: ``retention_uncommitted_records`` shows it
-        and the ``RetentionCommitsStuck`` alert fires on it. (Committing on Faust's
-        behalf was tried and lost events in rare interleavings; it is not done.)
+        and the ``RetentionCommitsStuck`` alert fires on it.
         """
         assignment = consumer.assignment()
         for tp, (_, offset) in list(self.processed.items()):
@@ -448,9 +595,10 @@ class BatchProcessor:
     def _ledger(self, partition: int) -> BudgetLedger:
         ledger = self.ledgers.get(partition)
         if ledger is None:
+            source = self._by_partition[partition]
 
             def lookup(period: str) -> Spend | None:
-                raw = self.budget_table.get(f"{partition}:{period}".encode())
+                raw = self.budget_access.get(f"{partition}:{period}".encode(), source)
                 if raw is None:
                     return None
                 money, count = orjson.loads(raw)
@@ -460,14 +608,19 @@ class BatchProcessor:
             self.ledgers[partition] = ledger
         return ledger
 
-    def _save_budgets(self, contexts: dict[int, EventT], now_ms: int) -> None:
+    def _save_budgets(self, partitions: list[int], now_ms: int) -> None:
         """Write each touched slice's spend to the changelog-backed table; update the gauges."""
-        for partition, ledger in self.ledgers.items():
-            if not ledger.dirty or partition not in contexts:
+        for partition in partitions:
+            ledger = self.ledgers.get(partition)
+            if ledger is None or not ledger.dirty:
                 continue
-            with _as_current(contexts[partition]):
-                for period in sorted(ledger.dirty):
-                    self.budget_table[f"{partition}:{period}".encode()] = orjson.dumps(list(ledger.spent[period]))
+            self.budget_access.put_many(
+                [
+                    (f"{partition}:{period}".encode(), orjson.dumps(list(ledger.spent[period])))
+                    for period in sorted(ledger.dirty)
+                ],
+                self._by_partition[partition],
+            )
             ledger.dirty.clear()
         config = self.policy
         for scope, period in (("daily", day_period(now_ms)), ("total", "total")):
@@ -480,51 +633,39 @@ class BatchProcessor:
                 self.metrics.budget_spent.labels(scope, unit).set(sum(s[index] for s in spent))
                 self.metrics.budget_cap.labels(scope, unit).set(cap * share)
 
-    def _add_timers(self, new_timers: dict[tuple[int, int], list[bytes]], contexts: dict[int, EventT]) -> None:
+    def _add_timers(self, new_timers: dict[tuple[int, int], list[bytes]]) -> None:
         buckets = self._timer_buckets()
         for (partition, hour), keys in new_timers.items():
+            source = self._by_partition[partition]
             bucket_key = f"{partition}:{hour}".encode()
-            existing = self.timers.get(bucket_key)
+            existing = self.timer_access.get(bucket_key, source)
             joined = b"\n".join(keys)
-            with _as_current(contexts[partition]):
-                self.timers[bucket_key] = existing + b"\n" + joined if existing else joined
+            self.timer_access.put_many([(bucket_key, existing + b"\n" + joined if existing else joined)], source)
             buckets.setdefault(partition, set()).add(hour)
 
-    async def _send(self, topic: Any, key: bytes, value: bytes) -> None:
-        try:
-            await topic.send(key=key, value=value)
-        except Exception:
-            self.metrics.publish_errors.labels(topic.get_topic_name()).inc()
-            raise
-
-    async def _dead_letter(self, fevent: EventT, error: DecodeError) -> None:
+    def _dead_letter(self, record: Any, error: DecodeError) -> None:
         """Original bytes as the value; why and where from in headers."""
-        message = fevent.message
-        value = message.value or b""
-        headers = {
-            "retention.dlq.reason": error.reason.encode(),
-            "retention.dlq.detail": error.detail.encode(errors="replace"),
-            "retention.dlq.topic": message.topic.encode(),
-            "retention.dlq.partition": str(message.partition).encode(),
-            "retention.dlq.offset": str(message.offset).encode(),
-        }
+        value = record.value or b""
+        headers = [
+            ("retention.dlq.reason", error.reason.encode()),
+            ("retention.dlq.detail", error.detail.encode(errors="replace")),
+            ("retention.dlq.topic", record.topic.encode()),
+            ("retention.dlq.partition", str(record.partition).encode()),
+            ("retention.dlq.offset", str(record.offset).encode()),
+        ]
         if len(value) > DLQ_MAX_VALUE_BYTES:
             # A record too big to re-publish in full would fail the send and stop the
             # worker: keep its head, and say how long it was.
-            headers["retention.dlq.truncated_from"] = str(len(value)).encode()
+            headers.append(("retention.dlq.truncated_from", str(len(value)).encode()))
             value = value[:DLQ_MAX_VALUE_BYTES]
-        try:
-            await self.dlq.send(key=message.key, value=value, headers=headers)
-        except Exception:
-            self.metrics.publish_errors.labels(self.settings.dlq_topic).inc()
-            raise
+        self.output.produce(self.settings.dlq_topic, record.key, value, headers=headers)
         self.metrics.dead_letters.labels(error.reason).inc()
         self.metrics.events.labels("invalid", "dead_lettered").inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s (%s)",
-            message.topic,
-            message.partition,
-            message.offset,
+            record.topic,
+            record.partition,
+            record.offset,
             error.reason,
             error.detail,
         )
@@ -537,14 +678,9 @@ def _score(model: ChurnModel, shadow: ChurnModel | None, features: Any) -> tuple
 
 
 @contextlib.contextmanager
-def _as_current(fevent: EventT) -> Iterator[None]:
-    """Run table writes as if ``fevent`` were the stream's current event.
-
-    Faust picks the changelog partition of a table write from the current event;
-    inside a ``take_events()`` batch there is none. Naming an event of the right
-    partition keeps each changelog partition equal to its source partition.
-    """
-    token = _current_event.set(weakref.ref(fevent))
+def _as_current(source: _Source) -> Iterator[None]:
+    """Run store access as if an event of ``source``'s partition were being processed."""
+    token = _current_event.set(weakref.ref(source))  # type: ignore[arg-type]
     try:
         yield
     finally:
@@ -615,11 +751,11 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, settings.batch_max_size * 2),
+        broker_max_poll_records=min(settings.batch_max_size, 1024),
         table_standby_replicas=0,
         broker_credentials=faust_credentials(settings),
     )
     processor = BatchProcessor(app, settings, model, metrics, shadow)
-    within = settings.batch_max_wait_ms / 1000.0
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -634,6 +770,7 @@ def create_app(
         processor.processed.clear()
         processor._commit_seen.clear()
         processor.watermarks.clear()
+        processor._count_users_after_rebalance = not processor.count_users_exactly
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
 
@@ -672,9 +809,23 @@ def create_app(
         async def reload_model() -> None:
             await processor.maybe_reload_model()
 
-    @app.agent(processor.events_topic, name="score-users")
-    async def score_users(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(settings.batch_max_size, within=within):
-            await processor.process(batch)
+    # No agent: the batch drain feeds the processor whole fetched batches, and
+    # the conductor only has to know the topic so that Faust subscribes to it.
+    app.topics.add(processor.events_topic)
+    sizer = AdaptiveBatchSize(
+        latency_target_s=settings.latency_target_ms / 1000.0,
+        max_size=settings.batch_max_size,
+        max_wait_s=settings.batch_max_wait_ms / 1000.0,
+    )
+
+    async def handle(batch: Records) -> None:
+        processor.consumer = app.consumer
+        await processor.process(batch)
+
+    batching.install(app, batching.BatchDrain(settings.events_topic, handle, sizer))
+
+    @app.timer(5.0)
+    async def report_batch_size() -> None:
+        metrics.batch_size_target.set(sizer.size)
 
     return app, processor

@@ -26,6 +26,7 @@ class Metrics(NamedTuple):
     events: Counter
     dead_letters: Counter
     batch_events: Histogram
+    batch_size_target: Gauge
     batch_users: Histogram
     scoring_seconds: Histogram
     decision_latency_seconds: Histogram
@@ -69,6 +70,11 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         batch_events=Histogram(
             f"{prefix}_batch_events", "Events per micro-batch", buckets=BATCH_BUCKETS, registry=registry
+        ),
+        batch_size_target=Gauge(
+            f"{prefix}_batch_size_target",
+            "Events a micro-batch may gather now, adapted to the latency target",
+            registry=registry,
         ),
         batch_users=Histogram(
             f"{prefix}_batch_users", "Users scored per micro-batch", buckets=BATCH_BUCKETS, registry=registry

@@ -84,8 +84,18 @@ class Settings:
         "",
         "A second bundle scored in shadow beside the live one: its scores are published and measured, never acted on",
     )
-    batch_max_size: int = _setting(2000, "Most events gathered into one micro-batch", lo=1, hi=100_000)
-    batch_max_wait_ms: int = _setting(50, "Longest a micro-batch waits to fill, in ms", lo=1, hi=60_000)
+    batch_max_size: int = _setting(
+        8192, "Most events gathered into one micro-batch (the adaptive size stays at or below it)", lo=1, hi=100_000
+    )
+    batch_max_wait_ms: int = _setting(
+        25, "Longest the oldest event of a forming micro-batch waits for more, in ms", lo=1, hi=60_000
+    )
+    latency_target_ms: int = _setting(
+        100,
+        "Event-to-decision latency the micro-batch size adapts to: a batch may take half of it to process",
+        lo=1,
+        hi=600_000,
+    )
     fetch_max_wait_ms: int = _setting(
         100, "Longest the broker may hold a fetch when no data is waiting, in ms", lo=1, hi=30_000
     )

@@ -69,9 +69,17 @@ class BundleMeta:
 
 
 def normalise(matrix: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Signed log1p (tames counts and money), then z-score, as float32."""
-    transformed = np.sign(matrix) * np.log1p(np.abs(matrix))
-    return ((transformed - mean) / std).astype(np.float32)
+    """Signed log1p (tames counts and money), then z-score, as float32.
+
+    Computed in float32 throughout (the model's input type): float64 ``log1p``
+    made this step four times slower than the model call itself.
+    """
+    x = np.asarray(matrix, dtype=np.float32)
+    out = np.log1p(np.abs(x))
+    np.copysign(out, x, out=out)
+    out -= np.asarray(mean, dtype=np.float32)
+    out *= np.float32(1.0) / np.asarray(std, dtype=np.float32)
+    return out
 
 
 def resolve_bundle(path: str | Path) -> Path:

@@ -27,6 +27,7 @@ def main(broker: str, topic_name: str, group: str, mode: str, web_port: int) -> 
         group,
         broker=f"kafka://{broker}",
         store="memory://",
+        datadir=f"/tmp/{group}-data",  # not the repository root
         web_port=web_port,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",

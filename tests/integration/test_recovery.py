@@ -25,8 +25,14 @@ from .test_silence import T0, buyer_events
 pytestmark = pytest.mark.integration
 
 
-def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path) -> None:
-    settings = fresh_settings(broker, tmp_path)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_state_and_silence_timers_survive_a_kill(broker: str, tmp_path: Path, store: str) -> None:
+    """Memory store: rebuilt from the changelog. RocksDB: kept on disk, the changelog's tail read on top."""
+    if store == "rocksdb://":
+        pytest.importorskip(
+            "rocksdict", reason="the RocksDB store needs the rocksdb extra (pip install -e '.[rocksdb]')"
+        )
+    settings = fresh_settings(broker, tmp_path, store=store)
     quitters = [f"q{i:02d}" for i in range(20)]
     stayers = [f"s{i:02d}" for i in range(20)]
     events = [e for u in quitters for e in buyer_events(u, 60)] + [e for u in stayers for e in buyer_events(u, 150)]

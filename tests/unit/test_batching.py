@@ -1,0 +1,65 @@
+"""Micro-batch sizing against a latency target, and splitting a fetched batch to size."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from retention_model.batching import AdaptiveBatchSize
+from streams.batching import split_batch
+
+TP = namedtuple("TP", "topic partition")
+Record = namedtuple("Record", "offset")
+
+
+def test_cap_grows_while_full_batches_fit_and_shrinks_on_overrun() -> None:
+    sizer = AdaptiveBatchSize(latency_target_s=0.1, max_size=8192, max_wait_s=0.05)
+    assert sizer.size == 8192 and sizer.budget_s == pytest.approx(0.05)
+    assert sizer.queue_delay_s == pytest.approx(0.025)  # a quarter of the target, below max_wait
+    sizer.observe(8192, 0.4)  # 50 us per event: far over budget
+    assert sizer.size == int(8192 * 0.7)
+    # A simulated worker: 5 ms fixed per batch plus 40 us per event. The largest
+    # batch inside the 50 ms budget holds 1,125 events; the cap must settle near it.
+    for _ in range(60):
+        n = sizer.size
+        sizer.observe(n, 0.005 + 40e-6 * n)
+    assert 0.7 * 1125 * 0.7 <= sizer.size <= 1125
+    assert 0.005 + 40e-6 * sizer.size <= sizer.budget_s
+
+
+def test_partial_batches_do_not_grow_the_cap() -> None:
+    sizer = AdaptiveBatchSize(latency_target_s=0.1, max_size=4096, max_wait_s=0.05)
+    sizer.observe(4096, 0.2)
+    shrunk = sizer.size
+    for _ in range(20):
+        sizer.observe(10, 0.001)  # light load: small batches say nothing about big ones
+    assert sizer.size == shrunk
+
+
+def test_cap_stays_within_bounds_and_settings_are_checked() -> None:
+    sizer = AdaptiveBatchSize(latency_target_s=0.01, max_size=500, max_wait_s=1.0, min_size=64)
+    for _ in range(50):
+        sizer.observe(sizer.size, 10.0)
+    assert sizer.size == 64
+    with pytest.raises(ValueError, match="latency_target_s"):
+        AdaptiveBatchSize(latency_target_s=0, max_size=10, max_wait_s=1)
+    with pytest.raises(ValueError, match="max_size"):
+        AdaptiveBatchSize(latency_target_s=1, max_size=0, max_wait_s=1)
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=6),
+    size=st.integers(min_value=1, max_value=200),
+)
+def test_split_batch_takes_size_records_in_order_and_keeps_the_rest(sizes: list[int], size: int) -> None:
+    pending = {TP("events", p): [Record(o) for o in range(n)] for p, n in enumerate(sizes)}
+    batch, rest = split_batch(pending, size)
+    taken = sum(len(r) for r in batch.values())
+    assert taken == min(size, sum(sizes))
+    for tp, records in pending.items():
+        # Per partition, the batch holds a prefix and the rest the suffix: nothing lost, order kept.
+        assert batch.get(tp, []) + rest.get(tp, []) == records
+        assert all(batch[tp] for tp in batch) and all(rest[tp] for tp in rest)
