@@ -68,6 +68,8 @@ class BatchDrain:
         #: Per partition, the first offset not yet acknowledged by this drain.
         self._ack_from: dict[TP, int] = {}
         self._generation: int | None = None
+        #: Per partition, records at the broker beyond the last one fetched.
+        self._behind: dict[TP, int] = {}
 
     async def run(self, consumer: Any, fetcher: Any) -> None:
         """Replacement for ``Consumer._drain_messages`` (Faust's fetcher task)."""
@@ -82,7 +84,13 @@ class BatchDrain:
         oldest = 0.0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
-                wait = 1.0 if not count else max(0.0, oldest + self.sizer.queue_delay_s - time.monotonic())
+                behind = sum(self._behind.values())
+                if not count:
+                    wait = 1.0
+                elif behind:
+                    wait = 0.0  # more is waiting at the broker: fetch it now
+                else:
+                    wait = max(0.0, oldest + self.sizer.queue_delay_s - time.monotonic())
                 records, active = await consumer._wait_next_records(wait)
                 await consumer.sleep(0)
                 if consumer.should_stop:
@@ -92,6 +100,7 @@ class BatchDrain:
                     # Rebalancing or rebalanced: what was gathered is re-read from the commits.
                     pending, count = {}, 0
                     self._ack_from.clear()
+                    self._behind.clear()
                     self._generation = generation
                     if not consumer.flow_active:
                         if records:
@@ -100,7 +109,8 @@ class BatchDrain:
                 for tp, tp_records in (records or {}).items():
                     if active is not None and tp not in active and tp not in consumer._buffered_partitions:
                         continue
-                    track_end(tp, consumer.highwater(tp))
+                    highwater = consumer.highwater(tp)
+                    track_end(tp, highwater)
                     if tp.topic != self.topic:
                         await self._per_message(consumer, callback, tp, tp_records)
                         continue
@@ -114,10 +124,20 @@ class BatchDrain:
                     pending.setdefault(tp, []).extend(tp_records)
                     count += len(tp_records)
                     read_offset[tp] = tp_records[-1].offset
-                while count and (count >= self.sizer.size or time.monotonic() - oldest >= self.sizer.queue_delay_s):
-                    batch, pending = split_batch(pending, self.sizer.size)
+                    if highwater is not None:
+                        self._behind[tp] = max(0, highwater - tp_records[-1].offset - 1)
+                while count:
+                    # Keeping up: batches sized to the latency target. Behind (a backlog at
+                    # the broker beyond one such batch): latency is lost to queueing already,
+                    # and the largest batches drain the backlog fastest.
+                    catching_up = count + sum(self._behind.values()) > self.sizer.size
+                    limit = self.sizer.max_size if catching_up else self.sizer.size
+                    delay = self.sizer.latency_target_s if catching_up else self.sizer.queue_delay_s
+                    if count < limit and time.monotonic() - oldest < delay:
+                        break
+                    batch, pending = split_batch(pending, limit)
                     count = sum(len(records) for records in pending.values())
-                    await self._dispatch(consumer, batch, generation)
+                    await self._dispatch(consumer, batch, generation, learn=not catching_up)
                     if app.consumer_generation_id != generation:
                         break  # a rebalance ran meanwhile: the rest is re-read from the commits
         except consumer.consumer_stopped_errors:
@@ -141,7 +161,7 @@ class BatchDrain:
             await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
 
-    async def _dispatch(self, consumer: Any, batch: Records, generation: int) -> None:
+    async def _dispatch(self, consumer: Any, batch: Records, generation: int, *, learn: bool = True) -> None:
         size = sum(len(records) for records in batch.values())
         token = _InFlight(size)
         consumer._unacked_messages.add(token)  # a rebalance now waits for this batch
@@ -154,7 +174,8 @@ class BatchDrain:
             token.acked = True
             consumer._unacked_messages.discard(token)
             notify(consumer._waiting_for_ack)
-        self.sizer.observe(size, time.perf_counter() - started)
+        if learn:
+            self.sizer.observe(size, time.perf_counter() - started)
 
     def _acknowledge(self, consumer: Any, batch: Records) -> None:
         """Tell Faust every offset up to each partition's last record is done, gaps included."""

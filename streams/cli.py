@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -86,6 +87,13 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     from streams import metrics as metrics_module
     from streams.kafka import client_config, ensure_topics, wait_for_broker
 
+    if settings.store.startswith("rocksdb") and importlib.util.find_spec("rocksdict") is None:
+        print(
+            "retention worker: cannot start: RETENTION_STORE=rocksdb:// needs the rocksdict package; "
+            "install the rocksdb extra (pip install 'retention[rocksdb]') or use memory://",
+            file=sys.stderr,
+        )
+        return 2
     try:
         model = ChurnModel(settings.model_path, device=settings.model_device).load()  # type: ignore[arg-type]
         shadow = (
