@@ -87,8 +87,8 @@ class BatchDrain:
                 behind = sum(self._behind.values())
                 if not count:
                     wait = 1.0
-                elif behind:
-                    wait = 0.0  # more is waiting at the broker: fetch it now
+                elif behind >= self.sizer.size - count:
+                    wait = 0.0  # enough to fill the batch is waiting at the broker: fetch it now
                 else:
                     wait = max(0.0, oldest + self.sizer.queue_delay_s - time.monotonic())
                 records, active = await consumer._wait_next_records(wait)
@@ -127,10 +127,10 @@ class BatchDrain:
                     if highwater is not None:
                         self._behind[tp] = max(0, highwater - tp_records[-1].offset - 1)
                 while count:
-                    # Keeping up: batches sized to the latency target. Behind (a backlog at
-                    # the broker beyond one such batch): latency is lost to queueing already,
-                    # and the largest batches drain the backlog fastest.
-                    catching_up = count + sum(self._behind.values()) > self.sizer.size
+                    # Keeping up: batches sized to the latency target. Behind (more waiting
+                    # at the broker than the largest batch holds): latency is lost to
+                    # queueing already, and the largest batches drain the backlog fastest.
+                    catching_up = sum(self._behind.values()) > self.sizer.max_size
                     limit = self.sizer.max_size if catching_up else self.sizer.size
                     delay = self.sizer.latency_target_s if catching_up else self.sizer.queue_delay_s
                     if count < limit and time.monotonic() - oldest < delay:
