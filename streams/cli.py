@@ -283,6 +283,19 @@ def cmd_evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_sequence(args: argparse.Namespace) -> int:
+    """MLP on window features vs a GRU over the last events, on one time split."""
+    _setup_logging("info")
+    from retention_model.features.offline import read_event_log
+    from training.sequence import compare_sequence_model
+    from training.train import TrainConfig
+
+    events = read_event_log(args.events)
+    config = TrainConfig(horizon_days=args.horizon_days, epochs=args.epochs, seed=args.seed)
+    _print_report(compare_sequence_model(events, config), args.json)
+    return 0
+
+
 def cmd_report_effect(args: argparse.Namespace) -> int:
     """Treated vs holdout retention, uplift with its interval, redemption and click-through."""
     import json
@@ -488,6 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hillstrom", default=str(DEFAULT_HILLSTROM), help="path of hillstrom.csv")
     p.add_argument("--json", help="also write the report to this file")
     p.set_defaults(func=cmd_evaluate_policy)
+    p = evaluate.add_parser("sequence", help="MLP on window features vs a GRU over each user's last 32 events")
+    p.add_argument("--events", required=True, help="event log (.jsonl, .parquet, .csv)")
+    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", help="also write the report to this file")
+    p.set_defaults(func=cmd_evaluate_sequence)
 
     p = sub.add_parser("report", help="reports on what the worker did")
     report = p.add_subparsers(dest="report", required=True)

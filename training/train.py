@@ -129,6 +129,49 @@ def build_dataset(events: list[Event], cutoffs: list[int], config: TrainConfig) 
     return Dataset(keys, matrix, *(labels[:, i] for i in range(5)))
 
 
+@dataclass
+class TimeSplit:
+    """Rows at earlier cutoffs to train on, the next to validate, the last to test.
+
+    Each later set's cutoff is at least one horizon after the rows before it were
+    labelled, so no label window overlaps a later set's features.
+    """
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    train_cutoffs: list[int]
+    val_cutoff: int
+    test_cutoff: int
+
+
+def time_split(events: list[Event], config: TrainConfig) -> TimeSplit:
+    """Cut, label and split an event log by time (the split ``train`` uses)."""
+    first_ms = min(e.ts_ms for e in events)
+    last_ms = max(e.ts_ms for e in events)
+    cutoffs = choose_cutoffs(first_ms, last_ms, config)
+    horizon = config.horizon_days * DAY_MS
+    test_cutoff = cutoffs[-1] if cutoffs else 0
+    val_cutoff = max((c for c in cutoffs if c <= test_cutoff - horizon), default=0)
+    train_cutoffs = [c for c in cutoffs if c <= val_cutoff - horizon]
+    if not train_cutoffs:
+        msg = (
+            f"the event log spans {(last_ms - first_ms) / DAY_MS:.0f} days; a time split with a "
+            f"{config.horizon_days}-day horizon needs at least {config.min_history_days + 4 * config.horizon_days} days"
+        )
+        raise ValueError(msg)
+    data = build_dataset(events, cutoffs, config)
+    at = data.cutoffs
+    return TimeSplit(
+        train=data.take(at <= val_cutoff - horizon),
+        validation=data.take(at == val_cutoff),
+        test=data.take(at == test_cutoff),
+        train_cutoffs=train_cutoffs,
+        val_cutoff=val_cutoff,
+        test_cutoff=test_cutoff,
+    )
+
+
 def _build_model(n_features: int, config: TrainConfig) -> Any:
     import keras
 
@@ -214,22 +257,9 @@ def train(
     keras.utils.set_random_seed(config.seed)
     first_ms = min(e.ts_ms for e in events)
     last_ms = max(e.ts_ms for e in events)
-    cutoffs = choose_cutoffs(first_ms, last_ms, config)
-    horizon = config.horizon_days * DAY_MS
-    test_cutoff = cutoffs[-1] if cutoffs else 0
-    val_cutoff = max((c for c in cutoffs if c <= test_cutoff - horizon), default=0)
-    train_cutoffs = [c for c in cutoffs if c <= val_cutoff - horizon]
-    if not train_cutoffs:
-        msg = (
-            f"the event log spans {(last_ms - first_ms) / DAY_MS:.0f} days; a time split with a "
-            f"{config.horizon_days}-day horizon needs at least {config.min_history_days + 4 * config.horizon_days} days"
-        )
-        raise ValueError(msg)
-    data = build_dataset(events, cutoffs, config)
-    at = data.cutoffs
-    train_set = data.take(at <= val_cutoff - horizon)
-    val_set = data.take(at == val_cutoff)
-    test_set = data.take(at == test_cutoff)
+    split = time_split(events, config)
+    train_set, val_set, test_set = split.train, split.validation, split.test
+    train_cutoffs, val_cutoff, test_cutoff = split.train_cutoffs, split.val_cutoff, split.test_cutoff
     log.info("rows: train %d, validation %d, test %d", len(train_set.keys), len(val_set.keys), len(test_set.keys))
 
     transformed = np.sign(train_set.features) * np.log1p(np.abs(train_set.features))
