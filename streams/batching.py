@@ -145,6 +145,10 @@ class BatchDrain:
                 log.info("broker stopped the consumer, shutting down")
                 return
             raise
+        except Exception:
+            # Faust stops the worker on this; a restart resumes from the last commit.
+            log.exception("batch drain failed: stopping; the next start re-reads from the last commit")
+            raise
 
     async def _per_message(self, consumer: Any, callback: Any, tp: TP, records: list[Any]) -> None:
         """Faust's own path (changelogs during recovery, any other subscribed topic)."""

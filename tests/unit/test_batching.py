@@ -63,3 +63,18 @@ def test_split_batch_takes_size_records_in_order_and_keeps_the_rest(sizes: list[
         # Per partition, the batch holds a prefix and the rest the suffix: nothing lost, order kept.
         assert batch.get(tp, []) + rest.get(tp, []) == records
         assert all(batch[tp] for tp in batch) and all(rest[tp] for tp in rest)
+
+
+def test_undelivered_outputs_fail_the_batch_instead_of_passing_silently() -> None:
+    """A batch whose records the broker never took must not have its offsets acknowledged."""
+    import asyncio
+
+    from streams.kafka import free_port
+    from streams.output import DeliveryFailed, OutputProducer
+    from streams.settings import Settings
+
+    settings = Settings.load({}, {"broker": f"127.0.0.1:{free_port()}"})  # nothing listens there
+    output = OutputProducer(settings, **{"message.timeout.ms": 500})
+    output.produce("retention.scores", b"u1", b"{}")
+    with pytest.raises(DeliveryFailed, match="not delivered|undelivered"):
+        asyncio.run(output.flush(timeout_s=5))
