@@ -25,7 +25,7 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -324,13 +324,15 @@ class BatchProcessor:
             self._buckets = buckets
         return self._buckets
 
-    async def process(self, batch: Records) -> None:
+    async def process(self, batch: Records) -> Callable[[], Awaitable[None]]:
         """Decode, update state, re-score silent users, score and publish one micro-batch.
 
-        Returns once everything the batch wrote (outputs, dead letters, changelog)
-        is delivered; only then may its offsets be acknowledged.
+        Returns once everything the batch writes (outputs, dead letters, changelog)
+        is queued, with a coroutine function that waits until all of it is
+        delivered: only after that may the batch's offsets be acknowledged.
         """
         metrics = self.metrics
+        delivery = self.output.begin()
         generation = self.generation
         events_in = 0
         attributed: Counter[str] = Counter()
@@ -417,22 +419,8 @@ class BatchProcessor:
             if not silent.states:
                 break
             await self._score_and_publish(silent)
-        await self.output.flush()
-        # Event to decision: from the event's producer timestamp to its score and
-        # decisions delivered to the broker.
-        delivered = time.time()
-        observe = metrics.decision_latency_seconds.observe
-        for seen in self._awaiting_delivery:
-            observe(max(0.0, delivered - seen))
-        self._awaiting_delivery.clear()
-        offsets = self.output.take_changelog_offsets()
-        if offsets:
-            for access in (self.states, self.timer_access, self.budget_access):
-                access.persisted(offsets)
-        if generation == self.generation:  # no rebalance while this batch ran
-            for tp, records in batch.items():
-                first, _ = self.processed.get(tp, (records[0].offset, -1))
-                self.processed[tp] = (first, records[-1].offset)
+        delivery.seal()
+        seen_times, self._awaiting_delivery = self._awaiting_delivery, []
         # After the batch's state writes, so a new user counts in this batch already.
         if self.count_users_exactly:
             metrics.users_tracked.set(len(self.states))  # a dict's length: O(1)
@@ -441,6 +429,24 @@ class BatchProcessor:
             metrics.users_tracked.set(len(self.table))  # one scan of the store per assignment
         elif new_users:
             metrics.users_tracked.inc(new_users)  # counting a RocksDB store every batch would scan it
+
+        async def settle() -> None:
+            await delivery.wait()
+            # Event to decision: from the event's producer timestamp to its score and
+            # decisions delivered to the broker.
+            delivered = time.time()
+            observe = metrics.decision_latency_seconds.observe
+            for seen in seen_times:
+                observe(max(0.0, delivered - seen))
+            if delivery.changelog_offsets:
+                for access in (self.states, self.timer_access, self.budget_access):
+                    access.persisted(delivery.changelog_offsets)
+            if generation == self.generation:  # no rebalance while this batch ran
+                for tp, records in batch.items():
+                    first, _ = self.processed.get(tp, (records[0].offset, -1))
+                    self.processed[tp] = (first, records[-1].offset)
+
+        return settle
 
     def _collect_silent(self, scoring: _Scoring, partitions: list[int]) -> None:
         """Add users whose silence timer fell due below their partition's watermark.
@@ -818,9 +824,9 @@ def create_app(
         max_wait_s=settings.batch_max_wait_ms / 1000.0,
     )
 
-    async def handle(batch: Records) -> None:
+    async def handle(batch: Records) -> Callable[[], Awaitable[None]]:
         processor.consumer = app.consumer
-        await processor.process(batch)
+        return await processor.process(batch)
 
     batching.install(app, batching.BatchDrain(settings.events_topic, handle, sizer))
 

@@ -23,6 +23,7 @@ server. Three contracts with it are kept explicitly:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 #: Records of one micro-batch by partition, each list in offset order
 #: (aiokafka ``ConsumerRecord``: topic, partition, offset, timestamp in ms, key, value, headers).
 Records = dict[TP, list[Any]]
-BatchHandler = Callable[[Records], Awaitable[None]]
+#: Processes a batch and returns a coroutine function that waits for its outputs' delivery.
+BatchHandler = Callable[[Records], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 class _InFlight:
@@ -68,6 +70,8 @@ class BatchDrain:
         #: Per partition, the first offset not yet acknowledged by this drain.
         self._ack_from: dict[TP, int] = {}
         self._generation: int | None = None
+        #: Delivery and acknowledgement of the last dispatched batch.
+        self._settling: asyncio.Future[None] | None = None
         #: Per partition, records at the broker beyond the last one fetched.
         self._behind: dict[TP, int] = {}
 
@@ -84,6 +88,7 @@ class BatchDrain:
         oldest = 0.0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
+                self._check_settling()
                 behind = sum(self._behind.values())
                 if not count:
                     wait = 1.0
@@ -166,20 +171,61 @@ class BatchDrain:
             read_offset[tp] = offset
 
     async def _dispatch(self, consumer: Any, batch: Records, generation: int, *, learn: bool = True) -> None:
+        """Process a batch, then leave its delivery and acknowledgement to a task.
+
+        At most one earlier batch is still awaiting delivery while this one is
+        processed; acknowledgements happen in batch order, each after its delivery.
+        """
         size = sum(len(records) for records in batch.values())
         token = _InFlight(size)
         consumer._unacked_messages.add(token)  # a rebalance now waits for this batch
         started = time.perf_counter()
         try:
-            await self.handler(batch)
+            settle = await self.handler(batch)
+        except BaseException:
+            self._release(consumer, token)
+            raise
+        previous = self._settling
+        self._settling = asyncio.ensure_future(
+            self._settle(consumer, batch, generation, token, settle, previous, started if learn else None)
+        )
+        if previous is not None:
+            await previous  # its failure stops the drain here
+
+    async def _settle(
+        self,
+        consumer: Any,
+        batch: Records,
+        generation: int,
+        token: _InFlight,
+        settle: Callable[[], Awaitable[None]],
+        previous: asyncio.Future[None] | None,
+        started: float | None,
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)  # in order: never acknowledge past an undelivered batch
+            await settle()
             if consumer.app.consumer_generation_id == generation:
                 self._acknowledge(consumer, batch)
         finally:
-            token.acked = True
-            consumer._unacked_messages.discard(token)
-            notify(consumer._waiting_for_ack)
-        if learn:
-            self.sizer.observe(size, time.perf_counter() - started)
+            self._release(consumer, token)
+        if started is not None:
+            self.sizer.observe(sum(len(r) for r in batch.values()), time.perf_counter() - started)
+
+    @staticmethod
+    def _release(consumer: Any, token: _InFlight) -> None:
+        token.acked = True
+        consumer._unacked_messages.discard(token)
+        notify(consumer._waiting_for_ack)
+
+    def _check_settling(self) -> None:
+        """Surface a failed delivery even when no new batch comes to await it."""
+        settling = self._settling
+        if settling is not None and settling.done() and not settling.cancelled():
+            exc = settling.exception()
+            if exc is not None:
+                raise exc
 
     def _acknowledge(self, consumer: Any, batch: Records) -> None:
         """Tell Faust every offset up to each partition's last record is done, gaps included."""

@@ -3,9 +3,10 @@
 Faust's own ``topic.send`` is a coroutine and a future per record (tens of
 microseconds each in Python); a worker that publishes a score per event spends
 more time there than scoring. Here every record of a micro-batch is queued with
-one C call, and the batch's deliveries are awaited once, in a thread, before its
-source offsets are acknowledged to Faust. A committed offset therefore covers
-only records the broker has accepted: at least once, as before.
+one C call and counted against the batch; a poller thread serves the delivery
+reports, and the batch's source offsets are acknowledged to Faust only once all
+its records are delivered, while the next batch is already being processed. A
+committed offset therefore covers only records the broker has accepted.
 """
 
 from __future__ import annotations
@@ -34,12 +35,76 @@ class DeliveryFailed(RuntimeError):
     """The broker refused or never acknowledged records of a batch."""
 
 
-class OutputProducer:
-    """One confluent-kafka producer, flushed per micro-batch.
+class BatchDelivery:
+    """The records one micro-batch wrote: done once the broker has taken every one.
 
-    ``changelog_offsets`` collects, per (topic, partition), the highest offset the
-    broker gave a changelog record, so a RocksDB store can remember how far its
-    local copy is persisted (what Faust's own changelog callback does).
+    Delivery reports arrive on the producer's poller thread; the last one of a
+    sealed batch resolves :attr:`done` on the event loop. ``changelog_offsets``
+    holds the highest offset per changelog partition, for RocksDB's persisted offset.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Any = None) -> None:
+        self._loop = loop
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._sealed = False
+        self.failures: list[str] = []
+        self.changelog_offsets: dict[tuple[str, int], int] = {}
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def _added(self, n: int = 1) -> None:
+        with self._lock:
+            self._pending += n
+
+    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        with self._lock:
+            self._pending -= 1
+            if err is not None:
+                self.failures.append(f"{msg.topic()}: {err.str()}")
+            finished = self._sealed and self._pending == 0
+        if err is not None and self._on_error is not None:
+            self._on_error(msg.topic())
+        if finished:
+            self._loop.call_soon_threadsafe(self._resolve)
+
+    def on_changelog_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            key = (msg.topic(), msg.partition())
+            with self._lock:
+                if msg.offset() > self.changelog_offsets.get(key, -1):
+                    self.changelog_offsets[key] = msg.offset()
+        self.on_delivery(err, msg)
+
+    def seal(self) -> None:
+        """No more records will be added (call on the event loop)."""
+        with self._lock:
+            self._sealed = True
+            finished = self._pending == 0
+        if finished:
+            self._resolve()
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Until every record is delivered; raise :class:`DeliveryFailed` if any was not."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done), timeout_s)
+        except TimeoutError:
+            with self._lock:
+                left = self._pending
+            raise DeliveryFailed(f"{left} record(s) still undelivered after {timeout_s:.0f} s") from None
+        if self.failures:
+            raise DeliveryFailed(f"{len(self.failures)} record(s) not delivered, first: {self.failures[0]}")
+
+
+class OutputProducer:
+    """One confluent-kafka producer; the records of each micro-batch are tracked together.
+
+    A poller thread serves delivery reports, so a batch's delivery is awaited
+    while the next batch is already being processed.
     """
 
     def __init__(self, settings: Settings, *, on_error: Any = None, **overrides: Any) -> None:
@@ -55,32 +120,25 @@ class OutputProducer:
             **overrides,
         }
         self._producer = Producer(config)
-        self._lock = threading.Lock()
-        self._failures: list[str] = []
         self._on_error = on_error
-        self.changelog_offsets: dict[tuple[str, int], int] = {}
-        self._deliver = self._on_delivery
-        self._deliver_changelog = self._on_changelog_delivery
+        self._batch: BatchDelivery | None = None
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="output-delivery", daemon=True)
+        self._poller.start()
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._fail(err, msg)
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
 
-    def _on_changelog_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._fail(err, msg)
-            return
-        key = (msg.topic(), msg.partition())
-        offset = msg.offset()
-        with self._lock:
-            if offset > self.changelog_offsets.get(key, -1):
-                self.changelog_offsets[key] = offset
+    def begin(self) -> BatchDelivery:
+        """Start tracking a new micro-batch's records (call on the event loop)."""
+        self._batch = BatchDelivery(asyncio.get_running_loop(), self._on_error)
+        return self._batch
 
-    def _fail(self, err: KafkaError, msg: Any) -> None:
-        with self._lock:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
-        if self._on_error is not None:
-            self._on_error(msg.topic())
+    def _current(self) -> BatchDelivery:
+        if self._batch is None:
+            raise RuntimeError("OutputProducer.begin() must be called before producing")
+        return self._batch
 
     def produce(
         self,
@@ -92,12 +150,14 @@ class OutputProducer:
         headers: Sequence[tuple[str, bytes]] | None = None,
         changelog: bool = False,
     ) -> None:
-        """Queue one record; blocks only while librdkafka's queue is full."""
-        kwargs: dict[str, Any] = {"on_delivery": self._deliver_changelog if changelog else self._deliver}
+        """Queue one record of the current batch; blocks only while librdkafka's queue is full."""
+        batch = self._current()
+        kwargs: dict[str, Any] = {"on_delivery": batch.on_changelog_delivery if changelog else batch.on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
             kwargs["headers"] = list(headers)
+        batch._added()
         while True:
             try:
                 self._producer.produce(topic, value, key, **kwargs)
@@ -107,31 +167,21 @@ class OutputProducer:
 
     def produce_many(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
         """Queue many keyed records to one topic (the hot path: one call per record, no kwargs built)."""
+        batch = self._current()
         produce = self._producer.produce
-        deliver = self._deliver
-        for key, value in records:
+        deliver = batch.on_delivery
+        batch._added(len(records))
+        for index, (key, value) in enumerate(records):
             try:
                 produce(topic, value, key, on_delivery=deliver)
             except BufferError:
-                self.produce(topic, key, value)
-
-    async def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-        """Wait, off the event loop, until every queued record is delivered; raise if any failed."""
-        loop = asyncio.get_running_loop()
-        left = await loop.run_in_executor(None, self._producer.flush, timeout_s)
-        with self._lock:
-            failures, self._failures = self._failures, []
-        if failures:
-            raise DeliveryFailed(f"{len(failures)} record(s) not delivered, first: {failures[0]}")
-        if left:
-            raise DeliveryFailed(f"{left} record(s) still undelivered after {timeout_s:.0f} s")
-
-    def take_changelog_offsets(self) -> dict[tuple[str, int], int]:
-        with self._lock:
-            offsets, self.changelog_offsets = self.changelog_offsets, {}
-        return offsets
+                batch._added(-(len(records) - index))  # produce() below counts the rest again
+                for rest_key, rest_value in records[index:]:
+                    self.produce(topic, rest_key, rest_value)
+                return
 
     def close(self, timeout_s: float = 10.0) -> None:
         left = self._producer.flush(timeout_s)
+        self._closed.set()
         if left:
             log.warning("closing the output producer with %d record(s) undelivered", left)

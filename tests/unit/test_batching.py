@@ -75,6 +75,32 @@ def test_undelivered_outputs_fail_the_batch_instead_of_passing_silently() -> Non
 
     settings = Settings.load({}, {"broker": f"127.0.0.1:{free_port()}"})  # nothing listens there
     output = OutputProducer(settings, **{"message.timeout.ms": 500})
-    output.produce("retention.scores", b"u1", b"{}")
-    with pytest.raises(DeliveryFailed, match="not delivered|undelivered"):
-        asyncio.run(output.flush(timeout_s=5))
+
+    async def one_batch() -> None:
+        delivery = output.begin()
+        output.produce("retention.scores", b"u1", b"{}")
+        output.produce_many("retention.decisions", [(b"u1", b"{}"), (b"u2", b"{}")])
+        delivery.seal()
+        assert not delivery.done.done()  # three records out, none delivered
+        await delivery.wait(timeout_s=5)
+
+    with pytest.raises(DeliveryFailed, match="3 record\\(s\\) not delivered"):
+        asyncio.run(one_batch())
+    output.close(timeout_s=1)
+
+
+def test_an_empty_batch_is_delivered_at_once() -> None:
+    import asyncio
+
+    from streams.output import OutputProducer
+    from streams.settings import Settings
+
+    output = OutputProducer(Settings.load({}, {"broker": "127.0.0.1:1"}))
+
+    async def empty() -> None:
+        delivery = output.begin()
+        delivery.seal()
+        await delivery.wait(timeout_s=1)
+
+    asyncio.run(empty())
+    output.close(timeout_s=1)
