@@ -283,6 +283,13 @@ def cmd_evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    """Label horizon, epochs and seed: the same for training and for the sequence comparison."""
+    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=42)
+
+
 def cmd_evaluate_sequence(args: argparse.Namespace) -> int:
     """MLP on window features vs a GRU over the last events, on one time split."""
     _setup_logging("info")
@@ -463,9 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a churn model bundle from an event log")
     p.add_argument("--events", required=True, help=".jsonl, .parquet or .csv event log in schema v1")
     p.add_argument("--registry", required=True, help="folder to write the bundle into")
-    p.add_argument("--horizon-days", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--seed", type=int, default=42)
+    _add_fit_flags(p)
     p.add_argument("--treatment-log", help="randomised treatment log (JSONL) to fit the coupon uplift model on")
     p.set_defaults(func=cmd_train)
 
@@ -503,9 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate_policy)
     p = evaluate.add_parser("sequence", help="MLP on window features vs a GRU over each user's last 32 events")
     p.add_argument("--events", required=True, help="event log (.jsonl, .parquet, .csv)")
-    p.add_argument("--horizon-days", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--seed", type=int, default=42)
+    _add_fit_flags(p)
     p.add_argument("--json", help="also write the report to this file")
     p.set_defaults(func=cmd_evaluate_sequence)
 
