@@ -7,14 +7,15 @@ wall clock, so a replay at any speed gives the result live traffic gives.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Final
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
-from retention_model.features.state import DAY_MS, N_HALF_LIVES, UserState, decay_factor
+from retention_model.features.state import DAY_MS, N_HALF_LIVES, RECENT_PURCHASES_KEPT, UserState
 
 __all__ = [
     "Profile",
@@ -34,122 +35,135 @@ _BGNBD_R, _BGNBD_ALPHA, _BGNBD_A, _BGNBD_B = 0.2516, 4.789, 0.7234, 2.161
 _WEEK_DAYS: Final = 7.0
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator > 0 else 0.0
-
-
-def _decayed_all(state: UserState, now_ms: int) -> list[float]:
-    age = now_ms - state.anchor_ms
-    factors = [decay_factor(age, h * DAY_MS) for h in HALF_LIVES_DAYS]
-    decayed = state.decayed
-    return [decayed[i] * factors[i % N_HALF_LIVES] for i in range(len(decayed))]
-
-
-def bgnbd_p_alive(x: float, t_x_days: float, t_days: float) -> float:
-    """BG/NBD probability that a customer is still active (Fader, Hardie & Lee 2005)."""
-    if x <= 0:
-        return 1.0
-    t_x, big_t = t_x_days / _WEEK_DAYS, t_days / _WEEK_DAYS
+def bgnbd_p_alive(x: ArrayLike, t_x_days: ArrayLike, t_days: ArrayLike) -> np.ndarray:
+    """BG/NBD probability that a customer is still active (Fader, Hardie & Lee 2005), elementwise."""
+    x, t_x, big_t = (np.asarray(v, dtype=np.float64) for v in (x, t_x_days, t_days))
+    t_x, big_t = t_x / _WEEK_DAYS, big_t / _WEEK_DAYS
     # In log space: with many repeat purchases the odds term overflows a float.
-    log_odds = math.log(_BGNBD_A / (_BGNBD_B + x - 1.0)) + (_BGNBD_R + x) * math.log(
+    log_odds = np.log(_BGNBD_A / (_BGNBD_B + np.maximum(x, 1.0) - 1.0)) + (_BGNBD_R + x) * np.log(
         (_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + t_x)
     )
-    if log_odds > 700.0:
-        return 0.0
-    return 1.0 / (1.0 + math.exp(log_odds))
+    alive = 1.0 / (1.0 + np.exp(np.minimum(log_odds, 700.0)))
+    return np.where(x <= 0, 1.0, np.where(log_odds > 700.0, 0.0, alive))
 
 
-def bgnbd_p_purchase(x: float, t_x_days: float, t_days: float, horizon_days: float = 30.0) -> float:
-    """BG/NBD P(at least one purchase in the next ``horizon_days``).
+def bgnbd_p_purchase(x: ArrayLike, t_x_days: ArrayLike, t_days: ArrayLike, horizon_days: float = 30.0) -> np.ndarray:
+    """BG/NBD P(at least one purchase in the next ``horizon_days``), elementwise.
 
     P(alive) times P(a Poisson purchase | alive), with the purchase rate's posterior
     Gamma(r + x, alpha + T): meaningful from the first purchase (x = 0), when P(alive)
     alone is 1 for everyone.
     """
-    big_t, horizon = t_days / _WEEK_DAYS, horizon_days / _WEEK_DAYS
-    no_purchase_if_alive = ((_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + big_t + horizon)) ** (_BGNBD_R + x)
+    big_t, horizon = np.asarray(t_days, dtype=np.float64) / _WEEK_DAYS, horizon_days / _WEEK_DAYS
+    no_purchase_if_alive = ((_BGNBD_ALPHA + big_t) / (_BGNBD_ALPHA + big_t + horizon)) ** (_BGNBD_R + np.asarray(x))
     return bgnbd_p_alive(x, t_x_days, t_days) * (1.0 - no_purchase_if_alive)
 
 
 def feature_vector(state: UserState, now_ms: int) -> list[float]:
     """The model input row for one user as of ``now_ms``, in :data:`FEATURE_NAMES` order."""
-    decayed = _decayed_all(state, now_ms)
-    totals = state.totals
-    row: list[float] = []
-    for i in range(len(SIGNALS)):
-        row.append(totals[i])
-        row.extend(decayed[i * N_HALF_LIVES : (i + 1) * N_HALF_LIVES])
+    return feature_matrix([state], [now_ms])[0].tolist()
 
-    def dec(on: str, half_life: int) -> float:
-        return decayed[_INDEX[on] * N_HALF_LIVES + _HL[half_life]]
 
-    def tot(on: str) -> float:
-        return totals[_INDEX[on]]
+def _ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` where the denominator is positive, else 0 ."""
+    out = np.zeros(len(denominator))
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
 
-    recency = max(0.0, (now_ms - state.last_seen_ms) / DAY_MS) if not state.is_empty else 0.0
-    tenure = max(0.0, (now_ms - state.first_seen_ms) / DAY_MS) if not state.is_empty else 0.0
+
+def _gap_std_days(recent: list[list[int]]) -> np.ndarray:
+    """Sample std of the gaps between each user's recent purchases (0 below three purchases)."""
+    times = np.full((len(recent), RECENT_PURCHASES_KEPT), np.nan)
+    for i, kept in enumerate(recent):
+        if len(kept) >= 3:
+            times[i, : len(kept)] = kept
+    gaps = np.diff(times, axis=1) / DAY_MS
+    n = np.sum(~np.isnan(gaps), axis=1)
+    enough = n >= 2
+    out = np.zeros(len(recent))
+    if enough.any():
+        g = gaps[enough]
+        mean = np.nanmean(g, axis=1, keepdims=True)
+        out[enough] = np.sqrt(np.nansum((g - mean) ** 2, axis=1) / (n[enough] - 1))
+    return out
+
+
+def feature_matrix(states: Sequence[UserState], now_ms: Sequence[int]) -> np.ndarray:
+    """Model input rows for many users at once, a float64 matrix in :data:`FEATURE_NAMES` order.
+
+    Column-wise over the batch: the per-user Python work is only gathering the
+    state's fields, so a batch costs a few NumPy passes instead of a loop of
+    per-user arithmetic.
+    """
+    n = len(states)
+    if n == 0:
+        return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+    now = np.fromiter(now_ms, dtype=np.float64, count=n)
+    anchor = np.fromiter((s.anchor_ms for s in states), dtype=np.float64, count=n)
+    first_seen = np.fromiter((s.first_seen_ms for s in states), dtype=np.float64, count=n)
+    last_seen = np.fromiter((s.last_seen_ms for s in states), dtype=np.float64, count=n)
+    first_purchase = np.fromiter((s.first_purchase_ms for s in states), dtype=np.float64, count=n)
+    last_purchase = np.fromiter((s.last_purchase_ms for s in states), dtype=np.float64, count=n)
+    totals = np.array([s.totals for s in states], dtype=np.float64)
+    half_lives = np.array(HALF_LIVES_DAYS, dtype=np.float64) * DAY_MS
+    factors = np.exp2(-(now - anchor)[:, None] / half_lives)
+    decayed = np.array([s.decayed for s in states], dtype=np.float64).reshape(n, len(SIGNALS), N_HALF_LIVES)
+    decayed *= factors[:, None, :]
+
+    def dec(on: str, half_life: int) -> np.ndarray:
+        return decayed[:, _INDEX[on], _HL[half_life]]
+
+    def tot(on: str) -> np.ndarray:
+        return totals[:, _INDEX[on]]
+
+    seen = first_seen != 0
+    recency = np.where(seen, np.maximum(0.0, (now - last_seen) / DAY_MS), 0.0)
+    tenure = np.where(seen, np.maximum(0.0, (now - first_seen) / DAY_MS), 0.0)
     purchases = tot("purchases")
-    has_purchased = state.first_purchase_ms != 0
-    purchase_recency = max(0.0, (now_ms - state.last_purchase_ms) / DAY_MS) if has_purchased else tenure
-    purchase_age = max(0.0, (now_ms - state.first_purchase_ms) / DAY_MS) if has_purchased else 0.0
-    t_x = (state.last_purchase_ms - state.first_purchase_ms) / DAY_MS if has_purchased else 0.0
-    mean_gap = t_x / (purchases - 1.0) if purchases >= 2 else 0.0
-    recent = state.recent_purchases_ms
-    gaps = [(b - a) / DAY_MS for a, b in pairwise(recent)]
-    if len(gaps) >= 2:
-        mean_recent = sum(gaps) / len(gaps)
-        gap_std = math.sqrt(sum((g - mean_recent) ** 2 for g in gaps) / (len(gaps) - 1))
-    else:
-        gap_std = 0.0
-    mean_rating = _ratio(tot("rating"), tot("reviews"))
-    x = max(0.0, purchases - 1.0)
+    has_purchased = first_purchase != 0
+    purchase_recency = np.where(has_purchased, np.maximum(0.0, (now - last_purchase) / DAY_MS), tenure)
+    purchase_age = np.where(has_purchased, np.maximum(0.0, (now - first_purchase) / DAY_MS), 0.0)
+    t_x = np.where(has_purchased, (last_purchase - first_purchase) / DAY_MS, 0.0)
+    mean_gap = np.where(purchases >= 2, _ratios(t_x, purchases - 1.0), 0.0)
+    mean_rating = _ratios(tot("rating"), tot("reviews"))
+    x = np.maximum(0.0, purchases - 1.0)
+    cart_adds_30 = dec("cart_adds", 30)
+    zeros = 64.0 - np.fromiter((s.category_bits.bit_count() for s in states), dtype=np.float64, count=n)
+    distinct = np.where(zeros == 0, 64.0 * math.log(64.0), -64.0 * np.log(np.maximum(zeros, 1.0) / 64.0))
 
-    row.extend(
-        (
-            recency,
-            purchase_recency,
-            tenure,
-            1.0 if has_purchased else 0.0,
-            _ratio(purchases * 30.0, max(purchase_age, 1.0)) if has_purchased else 0.0,
-            _ratio(tot("spend"), purchases),
-            _ratio(tot("spend"), tot("items")),
-            _ratio(dec("sessions", 7) / 7.0, dec("sessions", 30) / 30.0),
-            _ratio(dec("views", 7) / 7.0, dec("views", 30) / 30.0),
-            _ratio(dec("purchases", 30) / 30.0, dec("purchases", 90) / 90.0),
-            _ratio(dec("spend", 30) / 30.0, dec("spend", 90) / 90.0),
-            max(0.0, 1.0 - _ratio(dec("purchases", 30), dec("cart_adds", 30))) if dec("cart_adds", 30) > 0 else 0.0,
-            _ratio(tot("cancels"), purchases),
-            _ratio(tot("returns"), purchases),
-            mean_rating,
-            1.0 if 0 < mean_rating < 3.0 else 0.0,
-            _ratio(tot("coupon_purchases"), purchases),
-            mean_gap,
-            gap_std,
-            _ratio(purchase_recency, mean_gap),
-            x,
-            t_x,
-            purchase_age,
-            bgnbd_p_alive(x, t_x, purchase_age) if has_purchased else 0.0,
-            bgnbd_p_purchase(x, t_x, purchase_age) if has_purchased else 0.0,
-            _distinct_estimate(state.category_bits),
-        )
+    derived = (
+        recency,
+        purchase_recency,
+        tenure,
+        has_purchased.astype(np.float64),
+        np.where(has_purchased, _ratios(purchases * 30.0, np.maximum(purchase_age, 1.0)), 0.0),
+        _ratios(tot("spend"), purchases),
+        _ratios(tot("spend"), tot("items")),
+        _ratios(dec("sessions", 7) / 7.0, dec("sessions", 30) / 30.0),
+        _ratios(dec("views", 7) / 7.0, dec("views", 30) / 30.0),
+        _ratios(dec("purchases", 30) / 30.0, dec("purchases", 90) / 90.0),
+        _ratios(dec("spend", 30) / 30.0, dec("spend", 90) / 90.0),
+        np.where(cart_adds_30 > 0, np.maximum(0.0, 1.0 - _ratios(dec("purchases", 30), cart_adds_30)), 0.0),
+        _ratios(tot("cancels"), purchases),
+        _ratios(tot("returns"), purchases),
+        mean_rating,
+        ((mean_rating > 0) & (mean_rating < 3.0)).astype(np.float64),
+        _ratios(tot("coupon_purchases"), purchases),
+        mean_gap,
+        _gap_std_days([s.recent_purchases_ms for s in states]),
+        _ratios(purchase_recency, mean_gap),
+        x,
+        t_x,
+        purchase_age,
+        np.where(has_purchased, bgnbd_p_alive(x, t_x, purchase_age), 0.0),
+        np.where(has_purchased, bgnbd_p_purchase(x, t_x, purchase_age), 0.0),
+        distinct,
     )
-    return row
-
-
-def _distinct_estimate(bits: int) -> float:
-    """Linear-counting estimate of distinct categories from a 64-bit bitmap."""
-    zeros = 64 - bin(bits).count("1")
-    if zeros == 0:
-        return 64.0 * math.log(64.0)
-    return -64.0 * math.log(zeros / 64.0)
-
-
-def feature_matrix(states: list[UserState], now_ms: list[int]) -> np.ndarray:
-    """Stack :func:`feature_vector` rows into a float64 matrix (one row per state)."""
-    matrix = np.empty((len(states), len(FEATURE_NAMES)), dtype=np.float64)
-    for i, (state, now) in enumerate(zip(states, now_ms)):
-        matrix[i] = feature_vector(state, now)
+    matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    signal_block = matrix[:, : len(SIGNALS) * (1 + N_HALF_LIVES)].reshape(n, len(SIGNALS), 1 + N_HALF_LIVES)
+    signal_block[:, :, 0] = totals
+    signal_block[:, :, 1:] = decayed
+    for column, values in enumerate(derived, start=len(SIGNALS) * (1 + N_HALF_LIVES)):
+        matrix[:, column] = values
     return matrix
 
 

@@ -1,7 +1,7 @@
 """Offline path: features at (user, cutoff) points from an event log.
 
 It replays the log through the very same :func:`apply_event` and
-:func:`feature_vector` the worker runs, in log order per user (the order a
+:func:`feature_matrix` the worker runs, in log order per user (the order a
 partition delivers them), so training rows and served rows cannot disagree.
 """
 
@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from retention_model.events import DecodeError, Event, EventType, UnknownEventType, decode_event
-from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.features.derive import feature_vector
+from retention_model.features.derive import feature_matrix
 from retention_model.features.state import UserState, apply_event
 
 __all__ = [
@@ -159,13 +158,12 @@ def features_at(
     for user_id, cutoff in points:
         cutoffs_by_user[user_id].append(cutoff)
     keys: list[tuple[str, int]] = []
-    rows: list[list[float]] = []
+    snapshots: list[UserState] = []
     for user_id, cutoffs in cutoffs_by_user.items():
         user_events = events_per_user.get(user_id, [])
         for cutoff, state in _snapshots(user_events, sorted(set(cutoffs))):
             if state.is_empty:
                 continue
             keys.append((user_id, cutoff))
-            rows.append(feature_vector(state, cutoff))
-    matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
-    return keys, matrix
+            snapshots.append(state.copy())
+    return keys, feature_matrix(snapshots, [cutoff for _, cutoff in keys])

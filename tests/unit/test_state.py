@@ -223,3 +223,32 @@ def test_merging_two_halves_equals_the_whole(events: list[Event], data: st.DataO
         assert got[name] == pytest.approx(want[name], rel=1e-9, abs=1e-9), name
     assert merged.recent_purchases_ms == whole.recent_purchases_ms
     assert merge_states(UserState(), whole) == whole
+
+
+@given(st.lists(user_events(max_size=20), min_size=1, max_size=6), st.integers(min_value=0, max_value=400 * DAY_MS))
+def test_batch_features_match_each_user_alone_and_brute_force(histories: list[list[Event]], later_ms: int) -> None:
+    """Feature rows are column-wise over a batch: no user's row may depend on the others'."""
+    import statistics
+
+    from retention_model.features.derive import feature_matrix
+
+    states = [replay(events) for events in histories]
+    now = [max(e.ts_ms for e in events) + later_ms for events in histories]
+    batch = feature_matrix(states, now)
+    for i, (events, state) in enumerate(zip(histories, states)):
+        assert batch[i].tolist() == feature_matrix([state], [now[i]])[0].tolist()
+        named = dict(zip(FEATURE_NAMES, batch[i].tolist()))
+        shopping = [e for e in events if e.type not in (EventType.OPT_IN, EventType.OPT_OUT)]
+        if not shopping:
+            continue
+        assert named["recency_days"] == pytest.approx((now[i] - max(e.ts_ms for e in shopping)) / DAY_MS)
+        assert named["tenure_days"] == pytest.approx((now[i] - min(e.ts_ms for e in shopping)) / DAY_MS)
+        bought = sorted(e.ts_ms for e in events if e.type is EventType.PURCHASE)
+        gaps = [(b - a) / DAY_MS for a, b in zip(bought[-8:], bought[-8:][1:])]
+        expected_std = statistics.stdev(gaps) if len(gaps) >= 2 else 0.0
+        assert named["gap_std_days"] == pytest.approx(expected_std, rel=1e-9, abs=1e-9)
+        expected_gap = (bought[-1] - bought[0]) / DAY_MS / (len(bought) - 1) if len(bought) >= 2 else 0.0
+        assert named["mean_gap_days"] == pytest.approx(expected_gap, rel=1e-9, abs=1e-9)
+        assert named["btyd_x"] == max(0, len(bought) - 1)
+        assert 0.0 <= named["btyd_p_alive"] <= 1.0
+        assert 0.0 <= named["btyd_p_purchase_30d"] <= named["btyd_p_alive"] + 1e-12
