@@ -248,16 +248,15 @@ def _decode(payload: bytes | bytearray | memoryview) -> Event | DecodeError | Un
         if isinstance(ts_ms, DecodeError):
             return ts_ms
 
-    strings: dict[str, str] = {}
+    strings: list[str | None] = []
     for name in _OPTIONAL_STRINGS:
         value = get(name)
-        if value is None:
-            continue
-        if type(value) is not str or not 0 < len(value) <= MAX_STRING_LEN:
+        if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_STRING_LEN):
             value = _string(obj, name, required=False)
             if isinstance(value, DecodeError):
                 return value
-        strings[name] = value
+        strings.append(value)
+    item_id, category, order_id, session_id, coupon_id, intervention_id = strings
 
     price = get("price")
     if price is not None:
@@ -290,15 +289,21 @@ def _decode(payload: bytes | bytearray | memoryview) -> Event | DecodeError | Un
     if event_type is EventType.REVIEW and rating is None:
         return DecodeError("missing_field", "rating is required for review")
 
+    # Positional (in field order): keyword arguments cost a measurable share of a decode.
     return Event(
-        event_id=event_id,
-        user_id=user_id,
-        type=event_type,
-        ts_ms=ts_ms,
-        price=price,
-        quantity=quantity,
-        rating=rating,
-        **strings,
+        event_id,
+        user_id,
+        event_type,
+        ts_ms,
+        item_id,
+        category,
+        price,
+        quantity,
+        order_id,
+        rating,
+        session_id,
+        coupon_id,
+        intervention_id,
     )
 
 

@@ -37,7 +37,7 @@ from faust.types import TP
 
 from retention_model.batching import AdaptiveBatchSize
 from retention_model.errors import BundleError
-from retention_model.events import DecodeError, Event, decode_event, parse_timestamp_ms
+from retention_model.events import DecodeError, Event, EventType, decode_event, parse_timestamp_ms
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState, apply_event, dump_state, load_state
 from retention_model.model.bundle import resolve_bundle
@@ -335,8 +335,9 @@ class BatchProcessor:
         delivery = self.output.begin()
         generation = self.generation
         events_in = 0
-        attributed: Counter[str] = Counter()
-        outcomes: Counter[tuple[str, str]] = Counter()
+        attributed: Counter[EventType] = Counter()
+        # Keyed by the enum, named once per batch: a wire name per event costs a lookup each.
+        outcomes: Counter[tuple[EventType | str, str]] = Counter()
         scoring = _Scoring()
         new_users = 0
         lateness = self.lateness_ms
@@ -367,7 +368,7 @@ class BatchProcessor:
                         else:
                             items.append((decoded, record.offset))
                         if decoded.intervention_id is not None:
-                            attributed[decoded.type.wire_name] += 1
+                            attributed[decoded.type] += 1
                         ts = decoded.ts_ms
                         if ts < watermark:
                             late += 1
@@ -392,18 +393,19 @@ class BatchProcessor:
                 for event, offset in by_user[key]:
                     if apply_event(state, event, offset):
                         applied += 1
-                        outcomes[event.type.wire_name, "applied"] += 1
+                        outcomes[event.type, "applied"] += 1
                     else:
-                        outcomes[event.type.wire_name, "duplicate"] += 1
+                        outcomes[event.type, "duplicate"] += 1
                 if applied:
                     seen = first_seen[key]
                     scoring.add(key, state, state.last_seen_ms, partition, "event", seen / 1000 if seen else None)
         metrics.batch_events.observe(events_in)
         # Counted per batch, not per event: a labelled counter update takes a lock.
         for (event_type, outcome), count in outcomes.items():
-            metrics.events.labels(event_type, outcome).inc(count)
+            name = event_type if isinstance(event_type, str) else event_type.wire_name
+            metrics.events.labels(name, outcome).inc(count)
         for event_type, count in attributed.items():
-            metrics.attributed_events.labels(event_type).inc(count)
+            metrics.attributed_events.labels(event_type.wire_name).inc(count)
 
         self._record_lag(batch)
         partitions = [tp.partition for tp in batch]

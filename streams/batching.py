@@ -85,7 +85,8 @@ class BatchDrain:
         track_end = app.monitor.track_tp_end_offset
         pending: Records = {}
         count = 0
-        oldest = 0.0
+        oldest = 0.0  # when the drain saw the batch's first record (monotonic seconds)
+        oldest_event_s = 0.0  # the earliest producer timestamp among them (epoch seconds)
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 self._check_settling()
@@ -95,7 +96,7 @@ class BatchDrain:
                 elif behind >= self.sizer.size - count:
                     wait = 0.0  # enough to fill the batch is waiting at the broker: fetch it now
                 else:
-                    wait = max(0.0, oldest + self.sizer.queue_delay_s - time.monotonic())
+                    wait = max(0.0, self.sizer.queue_delay_s - _waited(oldest, oldest_event_s))
                 records, active = await consumer._wait_next_records(wait)
                 await consumer.sleep(0)
                 if consumer.should_stop:
@@ -124,8 +125,11 @@ class BatchDrain:
                         tp_records = [r for r in tp_records if r.offset >= after]
                         if not tp_records:
                             continue
+                    produced_s = _produced_s(tp_records[0])
                     if not count:
-                        oldest = time.monotonic()
+                        oldest, oldest_event_s = time.monotonic(), produced_s
+                    else:
+                        oldest_event_s = min(oldest_event_s, produced_s)
                     pending.setdefault(tp, []).extend(tp_records)
                     count += len(tp_records)
                     read_offset[tp] = tp_records[-1].offset
@@ -138,7 +142,10 @@ class BatchDrain:
                     catching_up = sum(self._behind.values()) > self.sizer.max_size
                     limit = self.sizer.max_size if catching_up else self.sizer.size
                     delay = self.sizer.latency_target_s if catching_up else self.sizer.queue_delay_s
-                    if count < limit and time.monotonic() - oldest < delay:
+                    # Keeping up, the wait counts from when the oldest event was produced;
+                    # catching up, from when the drain saw it (every event is old then).
+                    waited = time.monotonic() - oldest if catching_up else _waited(oldest, oldest_event_s)
+                    if count < limit and waited < delay:
                         break
                     batch, pending = split_batch(pending, limit)
                     count = sum(len(records) for records in pending.values())
@@ -244,6 +251,23 @@ class BatchDrain:
                 index.update(new)
                 consumer._n_acked += len(new)
                 self._ack_from[tp] = last + 1
+
+
+def _produced_s(record: Any) -> float:
+    """A record's producer timestamp in epoch seconds; now, where it carries none."""
+    stamp = record.timestamp
+    return stamp / 1000 if stamp is not None and stamp > 0 else time.time()
+
+
+def _waited(oldest: float, oldest_event_s: float) -> float:
+    """How long the batch's oldest event has waited: since it was produced, where the
+    producer's clock allows, and at least since the drain saw it.
+
+    Counting from the producer's timestamp closes a batch sooner when its events
+    reached the worker late already; a producer clock running ahead cannot hold a
+    batch longer than the queue delay, since the drain's own wait is the floor.
+    """
+    return max(time.monotonic() - oldest, time.time() - oldest_event_s)
 
 
 def split_batch(pending: Records, size: int) -> tuple[Records, Records]:

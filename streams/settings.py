@@ -97,7 +97,7 @@ class Settings:
         hi=600_000,
     )
     fetch_max_wait_ms: int = _setting(
-        100, "Longest the broker may hold a fetch when no data is waiting, in ms", lo=1, hi=30_000
+        20, "Longest the broker may hold a fetch when no data is waiting, in ms", lo=1, hi=30_000
     )
     allowed_lateness_s: float = _setting(
         300.0, "Event-time lateness tolerated before a partition's watermark moves on, in s", lo=0.0, hi=86_400 * 7

@@ -72,19 +72,18 @@ def _ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def _gap_std_days(recent: list[list[int]]) -> np.ndarray:
     """Sample std of the gaps between each user's recent purchases (0 below three purchases)."""
-    times = np.full((len(recent), RECENT_PURCHASES_KEPT), np.nan)
-    for i, kept in enumerate(recent):
-        if len(kept) >= 3:
-            times[i, : len(kept)] = kept
-    gaps = np.diff(times, axis=1) / DAY_MS
-    n = np.sum(~np.isnan(gaps), axis=1)
-    enough = n >= 2
-    out = np.zeros(len(recent))
-    if enough.any():
-        g = gaps[enough]
-        mean = np.nanmean(g, axis=1, keepdims=True)
-        out[enough] = np.sqrt(np.nansum((g - mean) ** 2, axis=1) / (n[enough] - 1))
-    return out
+    times = np.zeros((len(recent), RECENT_PURCHASES_KEPT))
+    kept = np.zeros(len(recent))
+    for i, purchase_times in enumerate(recent):
+        if len(purchase_times) >= 3:
+            times[i, : len(purchase_times)] = purchase_times
+            kept[i] = len(purchase_times)
+    n_gaps = np.maximum(kept - 1.0, 0.0)[:, None]
+    valid = np.arange(RECENT_PURCHASES_KEPT - 1) < n_gaps
+    gaps = np.where(valid, np.diff(times, axis=1) / DAY_MS, 0.0)
+    mean = gaps.sum(axis=1, keepdims=True) / np.maximum(n_gaps, 1.0)
+    spread = np.where(valid, gaps - mean, 0.0)
+    return np.sqrt((spread**2).sum(axis=1) / np.maximum(n_gaps[:, 0] - 1.0, 1.0))
 
 
 def feature_matrix(states: Sequence[UserState], now_ms: Sequence[int]) -> np.ndarray:

@@ -22,6 +22,8 @@ from retention_model.features.state import UserState, item_hash
 __all__ = ["Recommender", "learn_recommendations"]
 
 _BASKET_TYPES = (EventType.ADD_TO_CART, EventType.PURCHASE)
+#: Bound on remembered payloads (cleared when full: cheap, and recent users refill it).
+_BUILT_KEPT = 65_536
 
 
 def learn_recommendations(events: Iterable[Event], neighbours: int = 10, per_category: int = 20) -> dict[str, Any]:
@@ -78,6 +80,12 @@ class Recommender:
     popular: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     category_of: dict[str, str] = field(default_factory=dict)
     item_by_hash: dict[int, str] = field(default_factory=dict)
+    #: Payloads already built, by (seed items, categories, size). A user re-scored
+    #: while nothing they saw changed gets the same payload; built once, it is read
+    #: only (serialised, never mutated), so sharing it is safe.
+    _built: dict[tuple[tuple[str, ...], tuple[str, ...], int], dict[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Recommender:
@@ -91,12 +99,24 @@ class Recommender:
         return cls(also, popular, category_of, {item_hash(item): item for item in known})
 
     def recommend(self, state: UserState, top_categories: list[str], max_items: int) -> dict[str, Any]:
-        """Payload for the recommendation topic: ranked items with why, and categories."""
+        """Payload for the recommendation topic: ranked items with why, and categories.
+
+        The returned dict may be shared between calls: do not modify it.
+        """
         recent = [
             self.item_by_hash[h]
             for h, _ in sorted(state.recent_items.items(), key=lambda kv: -kv[1])
             if h in self.item_by_hash
         ]
+        key = (tuple(recent), tuple(top_categories), max_items)
+        payload = self._built.get(key)
+        if payload is None:
+            if len(self._built) >= _BUILT_KEPT:
+                self._built.clear()
+            payload = self._built[key] = self._build(recent, top_categories, max_items)
+        return payload
+
+    def _build(self, recent: list[str], top_categories: list[str], max_items: int) -> dict[str, Any]:
         scores: dict[str, float] = {}
         because: dict[str, str] = {}
         for rank, seed in enumerate(recent):

@@ -2,7 +2,7 @@
 
 Each pre-produces the same simulated events, keyed by user, to a 4-partition topic of its
 own, then measures consumed events per second. The latency figure offers 10,000 events/s
-to the running worker and reads event-to-decision percentiles from its histogram.
+to a fresh worker and reads event-to-decision percentiles from its histogram.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -29,15 +28,6 @@ from training.simulator import SimConfig, encode_stream, simulate
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = list(encode_stream(simulate(SimConfig(users=1000, days=120, seed=31))))
 N = len(RECORDS)
-SHIFT_MS = 150 * 86_400_000  # beyond the simulated 120 days
-
-
-def _later(value: bytes, shift_ms: int) -> bytes:
-    """The same event for user ``L<user_id>``, ``shift_ms`` later in event time."""
-    event = orjson.loads(value)
-    event["user_id"] = "L" + event["user_id"]
-    event["ts"] += shift_ms
-    return orjson.dumps(event)
 
 
 @pytest.fixture(scope="module")
@@ -71,36 +61,30 @@ def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
         rate = (consumed - first[1]) / max(time.monotonic() - first[0], 1e-9)
         bench("e2e.events_per_s", rate, unit="events/s (consumed -> scored, published)", reference="naive.events_per_s")
 
-        # Latency at a fixed offered rate: reuse the events with new user ids (fresh state),
-        # moved in event time past everything above. Left at their old times they would sit
-        # months behind the watermark, and each user's silence timers would all fall due at
-        # once: up to eight re-scores per event, which live traffic never asks for.
-        before = scrape_metrics(metrics_url(settings))
-        offered = [(b"L" + k, _later(v, SHIFT_MS), kind) for k, v, kind in RECORDS[:150_000]]
-        offered_from = time.monotonic()
-        produce_records(settings, offered, rate=10_000, should_stop=lambda: time.monotonic() - offered_from > 15)
-        time.sleep(2)
-        after = scrape_metrics(metrics_url(settings))
-    delta = {
-        "retention_event_to_decision_seconds_bucket": [
-            (
-                labels,
-                value
-                - next(v for lab, v in before.get("retention_event_to_decision_seconds_bucket", []) if lab == labels),
+
+def test_e2e_latency_at_10k(bench: Any, tmp_path: Path) -> None:
+    """Event-to-decision latency with 10,000 events/s offered to a worker that keeps up.
+
+    A fresh worker on a topic of its own: event time moves as the events say, so silence
+    timers fall due as they would live (a worker fed months of event time at once would
+    re-score every silent user in one burst, which live traffic never asks for). A broker
+    of its own too: Tansu's memory store, holding the ~1M records the other benchmarks
+    leave, answered slowly enough to double the percentiles.
+    """
+    with EmbeddedBroker() as embedded:
+        settings = fresh_settings(embedded.bootstrap, tmp_path, partitions=4, log_level="warning")
+        with running_worker(settings, tmp_path / "worker.log"):
+            offered_from = time.monotonic()
+            produce_records(
+                settings, RECORDS[:150_000], rate=10_000, should_stop=lambda: time.monotonic() - offered_from > 15
             )
-            for labels, value in after["retention_event_to_decision_seconds_bucket"]
-        ]
-    }
-    bench(
-        "e2e.p50_ms_at_10k",
-        1000 * (histogram_quantile(delta, "retention_event_to_decision_seconds", 0.5) or 0),
-        unit="ms",
-    )
-    bench(
-        "e2e.p99_ms_at_10k",
-        1000 * (histogram_quantile(delta, "retention_event_to_decision_seconds", 0.99) or 0),
-        unit="ms",
-    )
+            time.sleep(2)
+            samples = scrape_metrics(metrics_url(settings))
+    name = "retention_event_to_decision_seconds"
+    bench("e2e.p50_ms_at_10k", 1000 * (histogram_quantile(samples, name, 0.5) or 0), unit="ms")
+    bench("e2e.p99_ms_at_10k", 1000 * (histogram_quantile(samples, name, 0.99) or 0), unit="ms (target <= 100)")
+    buckets = dict((labels["le"], value) for labels, value in samples[f"{name}_bucket"])
+    bench("e2e.share_within_100ms_at_10k", buckets["0.1"] / buckets["+Inf"], unit="of events decided within 100 ms")
 
 
 def _committed(broker: str, group: str, topic: str) -> int:

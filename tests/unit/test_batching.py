@@ -104,3 +104,20 @@ def test_an_empty_batch_is_delivered_at_once() -> None:
 
     asyncio.run(empty())
     output.close(timeout_s=1)
+
+
+def test_a_batch_waits_from_when_its_oldest_event_was_produced() -> None:
+    """Events that reached the worker late close their batch sooner; a clock ahead cannot hold it."""
+    import time
+
+    from streams.batching import _produced_s, _waited
+
+    Stamped = namedtuple("Stamped", "timestamp")
+    arrived = time.monotonic()
+    produced_long_ago = time.time() - 0.5
+    assert _waited(arrived, produced_long_ago) >= 0.5
+    producer_clock_ahead = time.time() + 60
+    assert 0.0 <= _waited(arrived - 0.03, producer_clock_ahead) < 1.0  # the drain's own wait counts
+    assert _produced_s(Stamped(1_700_000_000_000)) == 1_700_000_000.0
+    assert abs(_produced_s(Stamped(-1)) - time.time()) < 1.0  # no timestamp: as if produced now
+    assert abs(_produced_s(Stamped(None)) - time.time()) < 1.0

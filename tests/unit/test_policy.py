@@ -362,3 +362,18 @@ def test_recommendations_blend_co_purchases_of_recent_items_with_category_best_s
     assert all(item["rank"] == i + 1 for i, item in enumerate(payload["items"]))
     made = decisions(state, 0.6, 1, recommender=recommender)
     assert made[0].intervention.payload["items"][0]["item_id"] in {"c1-stove", "c2-lamp"}
+
+
+def test_a_user_whose_seeds_changed_gets_a_new_recommendation() -> None:
+    """Payloads are remembered per seed items and categories, so a new view must change them."""
+    history = [*basket("a", "s1", ["c1-tent", "c1-stove"], T0), *basket("b", "s2", ["c2-lamp", "c2-torch"], T0)]
+    recommender = Recommender.from_dict(learn_recommendations(history))
+    state = UserState()
+    apply_event(state, Event("v1", "u", EventType.VIEW, T0, item_id="c1-tent", category="c1"))
+    first = recommender.recommend(state, ["c1"], 5)
+    assert recommender.recommend(state, ["c1"], 5) == first
+    apply_event(state, Event("v2", "u", EventType.VIEW, T0 + 3_600_000, item_id="c2-lamp", category="c2"))
+    second = recommender.recommend(state, ["c1"], 5)
+    assert second["seed_items"] == ["c2-lamp", "c1-tent"]
+    assert "c2-torch" in [item["item_id"] for item in second["items"]]
+    assert recommender.recommend(state, ["c2"], 5)["categories"] == [{"category": "c2", "rank": 1}]
