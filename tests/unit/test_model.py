@@ -43,6 +43,23 @@ def test_score_many_equals_score_one(model: ChurnModel, rows: np.ndarray) -> Non
     np.testing.assert_allclose(many[:20], singles, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_scoring_matches_the_bundle_normalisation_and_keras(model: ChurnModel, seed: int) -> None:
+    """The compiled path fuses normalisation: it must equal bundle.normalise, then the Keras model."""
+    import keras
+
+    from retention_model.model.bundle import normalise
+
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(200, len(FEATURE_NAMES))) * rng.choice([0.0, 1.0, 50.0, 5_000.0], size=(200, 1))
+    meta = read_bundle_meta(BUNDLED_MODEL)
+    network = keras.saving.load_model(meta.model_file, compile=False, safe_mode=True)
+    out = network(normalise(rows, np.asarray(meta.mean), np.asarray(meta.std)), training=False)
+    raw = np.asarray(out["churn"] if isinstance(out, dict) else out).reshape(-1).astype(np.float64)
+    calibration = meta.calibration or {}
+    expected = np.interp(raw, calibration["x"], calibration["y"]) if calibration.get("method") == "isotonic" else raw
+    np.testing.assert_allclose(model.score_many(rows), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_batches_larger_than_the_biggest_bucket(model: ChurnModel, rows: np.ndarray) -> None:
     big = np.tile(rows, (20, 1))  # 6000 rows > 4096
     scores = model.score_many(big)
