@@ -27,7 +27,6 @@ from training.simulator import SimConfig, encode_stream, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = list(encode_stream(simulate(SimConfig(users=1000, days=120, seed=31))))
-N = len(RECORDS)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +82,13 @@ def test_e2e_latency_at_10k(bench: Any, tmp_path: Path) -> None:
     bench("e2e.share_within_100ms_at_10k", buckets["0.1"] / buckets["+Inf"], unit="of events decided within 100 ms")
 
 
-def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
+def _consumed_per_s(broker: str, tmp_path: Path, records: list[tuple[bytes, bytes, str]]) -> tuple[float, float]:
+    """Produce ``records`` to a fresh worker: its consumed events/s from the first to the last,
+    and events per scored user (how much the batches coalesced: a user's state is read,
+    scored and written once per batch, whatever their number of events)."""
     settings = fresh_settings(broker, tmp_path, partitions=4, log_level="warning")
     with running_worker(settings, tmp_path / "worker.log"):
-        produce_records(settings, RECORDS)
+        produce_records(settings, records)
         first = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -94,12 +96,38 @@ def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
             now = time.monotonic()
             if first is None and consumed > 0:
                 first = (now, consumed)
-            if consumed >= N:
+            if consumed >= len(records):
                 break
             time.sleep(0.05)
         assert first is not None
         rate = (consumed - first[1]) / max(time.monotonic() - first[0], 1e-9)
-        bench("e2e.events_per_s", rate, unit="events/s (consumed -> scored, published)", reference="naive.events_per_s")
+        samples = scrape_metrics(metrics_url(settings))
+    events = metric_sum(samples, "retention_batch_events_sum")
+    return rate, events / max(metric_sum(samples, "retention_batch_users_sum"), 1)
+
+
+def test_e2e_worker(bench: Any, broker: str, tmp_path: Path) -> None:
+    rate, per_user = _consumed_per_s(broker, tmp_path, RECORDS)
+    bench("e2e.events_per_s", rate, unit="events/s (consumed -> scored, published)", reference="naive.events_per_s")
+    bench("e2e.events_per_scored_user", per_user, unit="events per user scored in a batch (1,000 users)")
+
+
+def test_e2e_worker_many_users(bench: Any, broker: str, tmp_path: Path) -> None:
+    """The same worker with 20x the users, over 4 simulated days instead of 120.
+
+    The main figure's 1,000 users send several events each per batch, and a user's state
+    is read, scored and written once per batch whatever their count. With 20,000 users
+    fewer events share a user, except that a session's events still arrive together.
+    """
+    records = list(encode_stream(simulate(SimConfig(users=20_000, days=4, seed=32))))
+    rate, per_user = _consumed_per_s(broker, tmp_path, records)
+    bench("e2e.events_per_scored_user_many_users", per_user, unit="events per user scored in a batch (20,000 users)")
+    bench(
+        "e2e.events_per_s_many_users",
+        rate,
+        unit=f"events/s ({len(records):,} events of 20,000 users)",
+        reference="e2e.events_per_s",
+    )
 
 
 def _committed(broker: str, group: str, topic: str) -> int:
@@ -140,7 +168,7 @@ def _reference_rate(broker: str, mode: str, window_s: float) -> float:
         while time.monotonic() - start < window_s:
             time.sleep(1)
             count = _committed(broker, group, topic)
-            if count >= N:
+            if count >= len(RECORDS):
                 break
         return (count - start_count) / (time.monotonic() - start)
     finally:
