@@ -147,7 +147,10 @@ class BatchDrain:
                     waited = time.monotonic() - oldest if catching_up else _waited(oldest, oldest_event_s)
                     if count < limit and waited < delay:
                         break
-                    batch, pending = split_batch(pending, limit)
+                    # The batch closes: everything gathered so far goes now, up to the
+                    # largest batch. Split at the cap, the rest would queue behind one
+                    # fixed batch cost after another, late already.
+                    batch, pending = split_batch(pending, self.sizer.max_size)
                     count = sum(len(records) for records in pending.values())
                     await self._dispatch(consumer, batch, generation, learn=not catching_up)
                     if app.consumer_generation_id != generation:
