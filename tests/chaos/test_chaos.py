@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -30,6 +31,9 @@ from tests.integration.test_poison import CORPUS
 from training.simulator import SimConfig, encode_stream, simulate
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "5"))
+#: Events per second offered during the kills: the worker drains far faster, so this
+#: (about 30 s for the log) is what keeps the stream running across all of them.
+PRODUCE_RATE = 2_000
 # One count signal per event type: their totals add up to the events a state has applied.
 COUNTED = [i for i, s in enumerate(SIGNALS) if s.how == "count" and s.on != "coupon_purchases"]
 
@@ -51,6 +55,20 @@ def start_worker(settings: object, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def wait_until_assigned(settings: object, worker: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the worker serves metrics and owns partitions: the log may be drained already."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        try:
+            if metric_sum(scrape_metrics(metrics_url(settings)), "retention_assigned_partitions") > 0:  # type: ignore[arg-type]
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the final worker never got partitions:\n{log.read_text()[-3000:]}")
+
+
 def drained(broker: str, settings: object, ends: dict[tuple[str, int], int]) -> bool:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -69,9 +87,9 @@ def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_pa
     records = list(encode_stream(simulate(SimConfig(users=400, days=100, seed=13))))
     for _, payload, _ in CORPUS:
         records.insert(rng.randrange(len(records)), (b"poison-user", payload, "malformed"))
-    produce_records(settings, records)
-    ends = fetched_high_watermarks(broker, [(settings.events_topic, p) for p in range(settings.partitions)])
-    assert sum(ends.values()) == len(records)
+    # Produced while the worker is killed and restarted, so that every kill lands mid-stream:
+    # pre-produced, the whole log drained before the later kills.
+    producing = ThreadPoolExecutor(1).submit(produce_records, settings, records, rate=PRODUCE_RATE)
 
     faults = 0
     log = tmp_path / "worker.log"
@@ -89,8 +107,12 @@ def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_pa
         worker.kill()
         worker.wait()
         faults += 1
+    producing.result()
+    ends = fetched_high_watermarks(broker, [(settings.events_topic, p) for p in range(settings.partitions)])
+    assert sum(ends.values()) == len(records)
     worker = start_worker(settings, log)
     try:
+        wait_until_assigned(settings, worker, log)
         deadline = time.monotonic() + 300
         while not drained(broker, settings, ends):
             assert worker.poll() is None, log.read_text()[-3000:]
