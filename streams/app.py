@@ -337,7 +337,8 @@ class BatchProcessor:
         events_in = 0
         attributed: Counter[EventType] = Counter()
         # Keyed by the enum, named once per batch: a wire name per event costs a lookup each.
-        outcomes: Counter[tuple[EventType | str, str]] = Counter()
+        outcomes: Counter[tuple[EventType, str]] = Counter()
+        unknown = 0
         scoring = _Scoring()
         new_users = 0
         lateness = self.lateness_ms
@@ -378,7 +379,7 @@ class BatchProcessor:
                 if isinstance(decoded, DecodeError):
                     self._dead_letter(record, decoded)
                 else:  # UnknownEventType: a newer producer's event, counted, not an error
-                    outcomes["unknown", "ignored"] += 1
+                    unknown += 1
             self.watermarks[partition] = watermark
             if late:
                 metrics.late_events.inc(late)
@@ -402,8 +403,9 @@ class BatchProcessor:
         metrics.batch_events.observe(events_in)
         # Counted per batch, not per event: a labelled counter update takes a lock.
         for (event_type, outcome), count in outcomes.items():
-            name = event_type if isinstance(event_type, str) else event_type.wire_name
-            metrics.events.labels(name, outcome).inc(count)
+            metrics.events.labels(event_type.wire_name, outcome).inc(count)
+        if unknown:
+            metrics.events.labels("unknown", "ignored").inc(unknown)
         for event_type, count in attributed.items():
             metrics.attributed_events.labels(event_type.wire_name).inc(count)
 

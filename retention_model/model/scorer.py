@@ -113,17 +113,17 @@ class ChurnModel:
                 out = out[0]
             return tf.reshape(out, [-1])
 
-        signature = [tf.TensorSpec([None, n_features], tf.float32)]
-        infer = tf.function(churn, input_signature=signature, jit_compile=True)
-        try:
-            # Trace and compile every bucket now, not on the first live batch.
-            for bucket in self.buckets:
+        def compiled(jit: bool) -> Any:
+            infer = tf.function(churn, input_signature=[tf.TensorSpec([None, n_features], tf.float32)], jit_compile=jit)
+            for bucket in self.buckets:  # trace (and compile) every bucket now, not on a live batch
                 infer(np.zeros((bucket, n_features), dtype=np.float32))
+            return infer
+
+        try:
+            infer = compiled(jit=True)
         except Exception as exc:  # a TensorFlow build without XLA for this device
             log.warning("XLA compilation failed (%s: %s); scoring without it", type(exc).__name__, exc)
-            infer = tf.function(churn, input_signature=signature)
-            for bucket in self.buckets:
-                infer(np.zeros((bucket, n_features), dtype=np.float32))
+            infer = compiled(jit=False)
         if meta.calibration and meta.calibration.get("method") == "isotonic":
             self._calibration = (
                 np.asarray(meta.calibration["x"], dtype=np.float64),
