@@ -122,8 +122,18 @@ FEATURE_NAMES: Final = _feature_names()
 FORMULA_REVISION: Final = 2
 
 
+def _spec_text(signal: Signal) -> str:
+    # Written out rather than left to repr(): the version must not move when only a
+    # Python type changes. Event types read as they did when EventType was an IntEnum
+    # (name and ordinal), so bundles trained before it became a StrEnum still load.
+    ordinal = list(EventType).index(signal.event_type)
+    kind = f"<EventType.{signal.event_type.name}: {ordinal}>"
+    return f"Signal(on={signal.on!r}, how={signal.how!r}, event_type={kind}, measure={signal.measure!r})"
+
+
 def _code_version() -> str:
-    spec = repr((FORMULA_REVISION, HALF_LIVES_DAYS, SIGNALS, DERIVED_FEATURES))
+    signals = "(" + ", ".join(_spec_text(signal) for signal in SIGNALS) + ")"
+    spec = f"({FORMULA_REVISION!r}, {HALF_LIVES_DAYS!r}, {signals}, {DERIVED_FEATURES!r})"
     return "v1-" + hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 

@@ -6,9 +6,10 @@ import json
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from retention_model import events as events_module
 from retention_model.events import (
     MAX_EVENT_BYTES,
     DecodeError,
@@ -138,3 +139,74 @@ events = st.builds(
 @given(events)
 def test_encode_decode_round_trip(event: Event) -> None:
     assert decode_event(encode_event(event)) == event
+
+
+# A complete, valid event, and each field's values at and just past its bounds
+# (plus wrong types, the forms only the checker accepts, and absence).
+FULL = {
+    **BASE,
+    "item_id": "i1",
+    "category": "books",
+    "price": 9.5,
+    "quantity": 2,
+    "order_id": "o1",
+    "rating": 4.0,
+    "session_id": "s1",
+    "coupon_id": "c1",
+    "intervention_id": "iv1",
+}
+ABSENT = object()
+TEXT_EDGES = ["", "a", "x" * 256, "x" * 257, "\ud800", 7, 1.5, True, None, ABSENT, ["a"]]
+EDGES = {
+    **{name: TEXT_EDGES for name in ("event_id", "user_id", "item_id", "category", "order_id", "session_id")},
+    **{name: TEXT_EDGES for name in ("coupon_id", "intervention_id")},
+    "type": [*(t.wire_name for t in EventType), "wishlist_add", "VIEW", "", 5, None, ABSENT],
+    "ts": [
+        *(946_684_800_000 + d for d in (-1, 0, 1)),
+        *(4_102_444_800_000 + d for d in (-1, 0)),
+        1.7e12,
+        1.7e12 + 0.5,
+        2**64,
+        True,
+        "2023-11-14T22:13:20Z",
+        "2023-11-14T22:13:20+01:00",
+        "2023-11-14T22:13:20",
+        "soon",
+        None,
+        ABSENT,
+    ],
+    "price": [-1e-9, -0.5, -0.0, 0, 0.0, 5, 1e6, 1e6 + 0.01, 1e308, True, "5", None, ABSENT],
+    "quantity": [-1, 0, 1, 10_000, 10_001, 2.0, 2.5, 2**64, True, "2", None, ABSENT],
+    "rating": [0.99, 1, 1.0, 5.0, 5.01, 3, True, "4", None, ABSENT],
+}
+EDGE_CASES = [(name, value) for name, values in EDGES.items() for value in values]
+
+
+@settings(max_examples=400)
+@example([("type", "purchase"), ("price", ABSENT)])  # valid field by field, invalid as a whole
+@example([("type", "review"), ("rating", None)])
+@given(st.lists(st.sampled_from(EDGE_CASES), min_size=1, max_size=2))
+def test_fast_path_decodes_exactly_as_the_field_checker(changes: list[tuple[str, object]]) -> None:
+    """msgspec's one-pass decode must accept, reject and build exactly what the checker does."""
+    body = dict(FULL)
+    for name, value in changes:
+        if value is ABSENT:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    raw = json.dumps(body).encode()
+    assert decode_event(raw) == events_module._decode(raw)
+
+
+def test_edge_cases_reach_both_paths() -> None:
+    """The property above compares something: some edge cases pass the fast path, some do not."""
+    cases = [(name, value) for name, value in EDGE_CASES if value is not ABSENT]
+    fast = [case for case in cases if isinstance(_fast_or_none(json.dumps({**FULL, case[0]: case[1]})), Event)]
+    assert 0 < len(fast) < len(cases)
+
+
+def _fast_or_none(text: str) -> Event | None:
+    try:
+        return events_module._fast_decode(text)
+    except Exception:
+        return None
