@@ -67,6 +67,21 @@ def test_batches_larger_than_the_biggest_bucket(model: ChurnModel, rows: np.ndar
     assert model.score_many(rows[:0]).shape == (0,)
 
 
+def test_staged_input_never_leaks_between_batches_or_threads(model: ChurnModel, rows: np.ndarray) -> None:
+    """Rows are staged in reused per-thread buffers that TensorFlow reads in place."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = model.score_many(rows[:10])
+    model.score_many(rows[::-1] * 3)  # fills the same bucket's buffer with other rows
+    np.testing.assert_array_equal(model.score_many(rows[:10]), alone)
+    batches = [rows[i : i + 37] * (1 + i % 3) for i in range(0, 300, 37)]
+    serial = [model.score_many(batch) for batch in batches * 4]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(model.score_many, batches * 4))
+    for got, expected in zip(threaded, serial):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_wrong_width_is_refused(model: ChurnModel) -> None:
     with pytest.raises(ValueError, match="feature columns"):
         model.score_many(np.zeros((2, 3)))
