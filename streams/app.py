@@ -437,8 +437,9 @@ class BatchProcessor:
         async def settle() -> None:
             await delivery.wait()
             # Event to decision: from the event's producer timestamp to its score and
-            # decisions delivered to the broker.
-            delivered = time.time()
+            # decisions delivered to the broker (when the broker acknowledged them,
+            # not when this loop got round to noticing).
+            delivered = delivery.delivered_at or time.time()
             observe = metrics.decision_latency_seconds.observe
             for seen in seen_times:
                 observe(max(0.0, delivered - seen))

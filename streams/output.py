@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ class BatchDelivery:
     Delivery reports arrive on the producer's poller thread; the last one of a
     sealed batch resolves :attr:`done` on the event loop. ``changelog_offsets``
     holds the highest offset per changelog partition, for RocksDB's persisted offset.
+    ``delivered_at`` is when the broker had taken the last record (epoch seconds), taken
+    on the poller thread: the event loop may notice later, while it processes the next
+    batch, but readers of the output topics had the records from that moment.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Any = None) -> None:
@@ -51,6 +55,7 @@ class BatchDelivery:
         self._sealed = False
         self.failures: list[str] = []
         self.changelog_offsets: dict[tuple[str, int], int] = {}
+        self.delivered_at: float | None = None
         self.done: asyncio.Future[None] = loop.create_future()
 
     def _added(self, n: int = 1) -> None:
@@ -63,6 +68,8 @@ class BatchDelivery:
             if err is not None:
                 self.failures.append(f"{msg.topic()}: {err.str()}")
             finished = self._sealed and self._pending == 0
+            if finished:
+                self.delivered_at = time.time()
         if err is not None and self._on_error is not None:
             self._on_error(msg.topic())
         if finished:
@@ -81,6 +88,8 @@ class BatchDelivery:
         with self._lock:
             self._sealed = True
             finished = self._pending == 0
+            if finished:
+                self.delivered_at = time.time()
         if finished:
             self._resolve()
 

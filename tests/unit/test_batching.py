@@ -106,6 +106,31 @@ def test_an_empty_batch_is_delivered_at_once() -> None:
     output.close(timeout_s=1)
 
 
+def test_delivery_time_is_when_the_broker_took_the_last_record_not_when_the_loop_noticed() -> None:
+    """Latency is charged up to the broker's acknowledgement, even if the loop is busy then."""
+    import asyncio
+    import threading
+    import time
+
+    from streams.output import BatchDelivery
+
+    async def busy_loop() -> tuple[float, float, float]:
+        delivery = BatchDelivery(asyncio.get_running_loop())
+        delivery._added(2)
+        delivery.seal()
+        report = threading.Thread(target=lambda: [delivery.on_delivery(None, None) for _ in range(2)])
+        report.start()
+        report.join()
+        acked = time.time()
+        assert delivery.delivered_at is not None and not delivery.done.done()
+        time.sleep(0.2)  # the loop is busy with the next batch; the report waits for it
+        await delivery.wait(timeout_s=1)
+        return delivery.delivered_at, acked, time.time()
+
+    delivered_at, acked, noticed = asyncio.run(busy_loop())
+    assert delivered_at <= acked < noticed - 0.15
+
+
 def test_a_batch_waits_from_when_its_oldest_event_was_produced() -> None:
     """Events that reached the worker late close their batch sooner; a clock ahead cannot hold it."""
     import time
