@@ -10,11 +10,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retention_model.errors import BundleError, RetentionError, SettingsError
 from streams.settings import BUNDLED_MODEL, Settings, add_settings_flags, settings_table
+
+if TYPE_CHECKING:
+    from retention_model.events import Event
 
 __all__ = ["main"]
 
@@ -151,6 +155,19 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     return 0
 
 
+def _stamped_now(events: Iterator[Event]) -> Iterator[Event]:
+    """The same events in the same order, each stamped with the wall clock as it is produced.
+
+    Event time then passes as fast as it would live: a replay of months at thousands of
+    events per second otherwise makes every silence timer of those months fall due
+    within seconds.
+    """
+    import msgspec
+
+    for event in events:
+        yield msgspec.structs.replace(event, ts_ms=int(time.time() * 1000))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Generate simulated behaviour to a file, or produce it to Kafka."""
     from training.simulator import SimConfig, encode_stream, simulate
@@ -179,9 +196,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         pd.DataFrame(rows).to_parquet(out, index=False)
         print(f"wrote {len(rows)} events to {out}")
         return 0
-    records = encode_stream(
-        simulate(config), seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate
-    )
+    events = simulate(config)
+    if args.live:
+        if out is not None:
+            print("retention simulate: --live stamps events as they are produced; drop --out", file=sys.stderr)
+            return 2
+        events = _stamped_now(events)
+    records = encode_stream(events, seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         n = 0
@@ -467,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, help="events per second when producing (0: as fast as possible)")
     p.add_argument("--malformed-rate", type=float, default=0.0)
     p.add_argument("--unknown-rate", type=float, default=0.0)
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="stamp each event with the time it is produced (event time passes as fast as wall time)",
+    )
     p.add_argument(
         "--treatment-log", help="also write a randomised coupon campaign on these users (JSONL, for uplift training)"
     )

@@ -42,6 +42,26 @@ def test_simulate_command_writes_jsonl_and_parquet(tmp_path: Path) -> None:
     assert read_event_log(jsonl) == read_event_log(parquet)
 
 
+def test_live_simulation_stamps_each_event_as_it_is_produced() -> None:
+    """``simulate --live``: the same events in the same order, event time = wall time at produce."""
+    import time
+
+    from streams.cli import _stamped_now
+
+    events = list(simulate(SimConfig(users=20, days=10, seed=3)))
+    before = int(time.time() * 1000)
+    stamped = []
+    for event in _stamped_now(iter(events)):
+        stamped.append(event)
+        if len(stamped) == 2:
+            time.sleep(0.05)  # a slow producer: later events are stamped later
+    after = int(time.time() * 1000)
+    assert [(e.event_id, e.user_id, e.type) for e in stamped] == [(e.event_id, e.user_id, e.type) for e in events]
+    assert all(before <= e.ts_ms <= after for e in stamped)
+    assert stamped[2].ts_ms - stamped[1].ts_ms >= 50
+    assert main(["simulate", "--users", "5", "--days", "5", "--live", "--out", "x.jsonl"]) == 2
+
+
 def test_training_writes_a_loadable_calibrated_bundle(tmp_path: Path) -> None:
     events = list(simulate(SimConfig(users=400, days=200, seed=5)))
     bundle = train(events, tmp_path / "registry", TrainConfig(epochs=3), source="test")
