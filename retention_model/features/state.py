@@ -20,7 +20,7 @@ import zlib
 from bisect import insort
 from collections.abc import Callable
 from functools import lru_cache
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Final
 
 from retention_model.events import Event, EventType
@@ -403,6 +403,9 @@ _HEADER_FIELDS: Final = (
 )
 
 
+_header_values: Final = attrgetter(*_HEADER_FIELDS)
+
+
 def dump_state(state: UserState) -> bytes:
     """Serialise to the compact binary format (version byte first).
 
@@ -410,20 +413,26 @@ def dump_state(state: UserState) -> bytes:
     times, recent items) to the version 1 layout.
     """
     recent = state.recent_purchases_ms
-    parts = [
-        _HEADER.pack(STATE_VERSION, *(getattr(state, name) for name in _HEADER_FIELDS)),
-        _FLOATS.pack(*state.totals, *state.decayed),
-        struct.pack(f"<B{len(recent)}q", len(recent), *recent),
-        struct.pack("<B", len(state.categories)),
-    ]
-    for name, weight in state.categories.items():
-        encoded = name.encode()
-        parts.append(struct.pack(f"<B{len(encoded)}sd", len(encoded), encoded, weight))
+    categories = state.categories
+    items = state.recent_items
+    # The variable-length parts go in one pack call, with a format built per shape
+    # (the struct module caches compiled formats).
+    names = [name.encode() for name in categories]
+    shape = "".join(f"B{len(name)}sd" for name in names)
+    tail: list[object] = []
+    for name, weight in zip(names, categories.values()):
+        tail += (len(name), name, weight)
     flags = int(state.opted_out) | int(state.coupon_redeemed) << 1
-    parts.append(_POLICY_TAIL.pack(flags, state.cap_window_day, min(state.cap_count, 255), len(state.recent_items)))
-    for item, hour in state.recent_items.items():
-        parts.append(_ITEM.pack(item, hour))
-    return b"".join(parts)
+    tail += (flags, state.cap_window_day, min(state.cap_count, 255), len(items))
+    for item_and_hour in items.items():
+        tail += item_and_hour
+    return b"".join(
+        (
+            _HEADER.pack(STATE_VERSION, *_header_values(state)),
+            _FLOATS.pack(*state.totals, *state.decayed),
+            struct.pack(f"<B{len(recent)}qB{shape}BHBB{'QI' * len(items)}", len(recent), *recent, len(names), *tail),
+        )
+    )
 
 
 def load_state(blob: bytes) -> UserState:
