@@ -56,6 +56,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         note = units.get(key, "")
         if ref is not None and ref in RESULTS and RESULTS[ref]:
             note += f"  ({RESULTS[key] / RESULTS[ref]:.1f}x {ref})"
-        lines.append(f"{key:42s} {RESULTS[key]:>16,.1f}  {note}")
+        value = RESULTS[key]
+        shown = f"{value:,.1f}" if abs(value) >= 10 or value == 0 else f"{value:.3g}"  # shares and ratios
+        lines.append(f"{key:42s} {shown:>16s}  {note}")
     lines.append(f"written to {path}")
     print("\n".join(lines))
