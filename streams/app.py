@@ -762,7 +762,9 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         stream_buffer_maxsize=max(4096, settings.batch_max_size * 2),
-        broker_max_poll_records=min(settings.batch_max_size, 1024),
+        # One drain iteration may take a whole batch from the fetched buffer: gathering
+        # 8,192 records 1,024 at a time cost ~8% of backlog throughput (NOTES entry 23).
+        broker_max_poll_records=settings.batch_max_size,
         table_standby_replicas=0,
         broker_credentials=faust_credentials(settings),
     )
