@@ -172,6 +172,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Generate simulated behaviour to a file, or produce it to Kafka."""
     from training.simulator import SimConfig, encode_stream, simulate
 
+    if args.live and args.out:
+        print("retention simulate: --live stamps events as they are produced; drop --out", file=sys.stderr)
+        return 2
     config = SimConfig(users=args.users, days=args.days, seed=args.seed)
     if args.treatment_log:
         from training.simulator import simulate_users
@@ -203,9 +206,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # record age at a consumer, before any worker was involved.
         events = iter(list(events))
     if args.live:
-        if out is not None:
-            print("retention simulate: --live stamps events as they are produced; drop --out", file=sys.stderr)
-            return 2
         events = _stamped_now(events)
     records = encode_stream(events, seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate)
     if out is not None:

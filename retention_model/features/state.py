@@ -57,13 +57,6 @@ RECENT_ITEMS_KEPT: Final = 3
 TOP_CATEGORIES_KEPT: Final = 8
 MAX_CATEGORY_BYTES: Final = 24
 
-# Signal indices touched by each event type, and what each adds.
-_SIGNALS_BY_TYPE: Final[dict[EventType, tuple[tuple[int, str], ...]]] = {
-    event_type: tuple(
-        (index, signal.measure) for index, signal in enumerate(SIGNALS) if signal.event_type is event_type
-    )
-    for event_type in EventType
-}
 _PREFERENCE_TYPES: Final = (EventType.OPT_OUT, EventType.OPT_IN)
 # Bound once: an enum member lookup per event is measurable in the fold.
 _OPT_OUT: Final = EventType.OPT_OUT
@@ -192,10 +185,15 @@ _MEASURES: Final[dict[str, Callable[[Event], float]]] = {
     "rating": lambda event: event.rating if event.rating is not None else 0.0,
     "with_coupon": lambda event: 1.0 if event.coupon_id is not None else 0.0,
 }
-# Per event type: (signal index, its first decayed slot, measure or None for "one").
+# Per event type, the signals it touches: (signal index, its first decayed slot,
+# measure or None for "one").
 _FOLD_BY_TYPE: Final = {
-    kind: tuple((index, index * N_HALF_LIVES, _MEASURES.get(measure)) for index, measure in touched)
-    for kind, touched in _SIGNALS_BY_TYPE.items()
+    kind: tuple(
+        (index, index * N_HALF_LIVES, _MEASURES.get(signal.measure))
+        for index, signal in enumerate(SIGNALS)
+        if signal.event_type is kind
+    )
+    for kind in EventType
 }
 if tuple(h * DAY_MS for h in (1, 7, 30, 90)) != HALF_LIVES_MS:
     raise ImportError("apply_event unrolls the half-lives 1, 7, 30 and 90 days: update it with HALF_LIVES_DAYS")

@@ -192,7 +192,9 @@ class ChurnModel:
 
     def _stage(self, rows: int, columns: int) -> np.ndarray:
         """This thread's input buffer for ``rows``: TensorFlow reads it in place, so one per thread."""
-        buffers: dict[int, np.ndarray] = self._staging.__dict__.setdefault("buffers", {})
+        buffers: dict[int, np.ndarray] | None = getattr(self._staging, "buffers", None)
+        if buffers is None:
+            buffers = self._staging.buffers = {}
         staged = buffers.get(rows)
         if staged is None:
             staged = buffers[rows] = _aligned_rows(rows, columns)
