@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.features.derive import feature_dict, feature_matrix, profile, reasons
+from retention_model.features.derive import describing_rows, feature_dict, feature_matrix, profile, reasons
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
 from retention_model.policy.budget import BudgetLedger
@@ -80,9 +79,10 @@ def finish_batch(
     budget slice (their partition's).
     """
     out: list[ScoredUser] = []
+    rows = describing_rows(features)
     for i, user_id in enumerate(user_ids):
         state, now, risk = states[i], now_ms[i], float(risks[i])
-        named = dict(zip(FEATURE_NAMES, features[i].tolist()))
+        named = rows[i]
         user_profile = profile(named, state, now).as_dict()
         user_reasons = reasons(named)
         decisions = decide(

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,7 +17,9 @@ from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS,
 from retention_model.features.state import DAY_MS, N_HALF_LIVES, RECENT_PURCHASES_KEPT, UserState
 
 __all__ = [
+    "DESCRIBING_FEATURES",
     "Profile",
+    "describing_rows",
     "feature_dict",
     "feature_matrix",
     "feature_vector",
@@ -171,9 +172,45 @@ def feature_dict(state: UserState, now_ms: int) -> dict[str, float]:
     return dict(zip(FEATURE_NAMES, feature_vector(state, now_ms)))
 
 
-@dataclass(frozen=True)
-class Profile:
-    """A user's profile (画像) for personalisation: who they are, not how risky."""
+#: The features :func:`profile`, :func:`reasons` and the policy's expected value read.
+#: A scoring batch names only these for each user: naming all of a row's features cost
+#: more than profile and reasons together.
+DESCRIBING_FEATURES: Final = (
+    "avg_item_price",
+    "avg_order_value",
+    "cancels_count_total",
+    "cart_abandonment_30d",
+    "cart_adds_count_30d",
+    "coupon_share",
+    "has_purchased",
+    "low_rating",
+    "mean_gap_days",
+    "mean_rating",
+    "overdue_ratio",
+    "purchase_frequency_30d",
+    "purchase_recency_days",
+    "purchases_count_total",
+    "recency_days",
+    "returns_count_total",
+    "sessions_count_30d",
+    "sessions_count_total",
+    "sessions_trend_7d_30d",
+    "tenure_days",
+)
+_DESCRIBING_COLUMNS: Final = [FEATURE_NAMES.index(name) for name in DESCRIBING_FEATURES]
+
+
+def describing_rows(matrix: np.ndarray) -> list[dict[str, float]]:
+    """Each row of a feature matrix as a dict of :data:`DESCRIBING_FEATURES` only."""
+    return [dict(zip(DESCRIBING_FEATURES, row)) for row in matrix[:, _DESCRIBING_COLUMNS].tolist()]
+
+
+class Profile(NamedTuple):
+    """A user's profile (画像) for personalisation: who they are, not how risky.
+
+    A named tuple, not a frozen dataclass: one is built per scored user, and a frozen
+    dataclass's constructor costs several times more.
+    """
 
     rfm_segment: str
     lifecycle_stage: str
@@ -194,7 +231,10 @@ class Profile:
 
 def _score(value: float, thresholds: tuple[float, ...], *, higher_is_better: bool = True) -> int:
     """1..5 by how many thresholds ``value`` passes."""
-    passed = sum(1 for t in thresholds if value >= t)
+    passed = 0
+    for threshold in thresholds:
+        if value >= threshold:
+            passed += 1
     return 1 + passed if higher_is_better else 5 - passed
 
 
@@ -230,8 +270,10 @@ def profile(features: dict[str, float], state: UserState, now_ms: int, top_n: in
     else:
         stage = "active"
 
-    weights = state.category_weights(now_ms)
-    top = tuple(sorted(weights, key=lambda k: (-weights[k], k))[:top_n])
+    # Heaviest first, ties by name. The stored weights share one decay factor to now,
+    # so they rank the categories as the decayed weights do, without decaying each.
+    categories = state.categories
+    top = tuple(sorted(sorted(categories), key=categories.__getitem__, reverse=True)[:top_n])
     item_price = features["avg_item_price"]
     band = "none" if not has_purchased else "budget" if item_price < 20 else "mid" if item_price < 80 else "premium"
     return Profile(segment, stage, top, features["coupon_share"], band)

@@ -381,10 +381,10 @@ _FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
 # Version 2: flags (opted out, coupon redeemed), cap window day (days since 1970,
 # fits 16 bits until 2149), cap count, item count.
 _POLICY_TAIL: Final = struct.Struct("<BHBB")
-_ITEM: Final = struct.Struct("<QI")
+_WEIGHT: Final = struct.Struct("<d")
 
 
-# Header fields after the version byte, in wire order (one list for dump and load).
+# Header fields after the version byte, in wire order (load_state unpacks them in this order too).
 _HEADER_FIELDS: Final = (
     "offset",
     "anchor_ms",
@@ -439,35 +439,50 @@ def load_state(blob: bytes) -> UserState:
     if not 1 <= version <= STATE_VERSION:
         msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
         raise ValueError(msg)
-    state = UserState()
-    _, *header = _HEADER.unpack_from(blob, 0)
-    for name, value in zip(_HEADER_FIELDS, header):
-        setattr(state, name, value)
+    # Fields are assigned straight from the unpacked tuples, not through __init__ and a
+    # setattr loop: a state is loaded for every user in every batch.
+    state = UserState.__new__(UserState)
+    (
+        _,
+        state.offset,
+        state.anchor_ms,
+        state.first_seen_ms,
+        state.last_seen_ms,
+        state.first_purchase_ms,
+        state.last_purchase_ms,
+        state.last_coupon_ms,
+        state.last_reco_ms,
+        state.last_scored_ms,
+        state.interventions_sent,
+        state.category_bits,
+        state.last_risk,
+    ) = _HEADER.unpack_from(blob, 0)
     pos = _HEADER.size
     floats = _FLOATS.unpack_from(blob, pos)
     pos += _FLOATS.size
     state.totals = list(floats[:N_SIGNALS])
     state.decayed = list(floats[N_SIGNALS:])
     n_recent = blob[pos]
-    pos += 1
-    state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos))
-    pos += 8 * n_recent
+    state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos + 1))
+    pos += 1 + 8 * n_recent
     n_categories = blob[pos]
     pos += 1
+    categories: dict[str, float] = {}
+    weight_at = _WEIGHT.unpack_from
     for _ in range(n_categories):
-        length = blob[pos]
-        pos += 1
-        name = blob[pos : pos + length].decode()
-        pos += length
-        (state.categories[name],) = struct.unpack_from("<d", blob, pos)
-        pos += 8
+        end = pos + 1 + blob[pos]
+        (categories[blob[pos + 1 : end].decode()],) = weight_at(blob, end)
+        pos = end + 8
+    state.categories = categories
+    state.recent_items = {}
     if version >= 2:
         flags, state.cap_window_day, state.cap_count, n_items = _POLICY_TAIL.unpack_from(blob, pos)
         state.opted_out = bool(flags & 1)
         state.coupon_redeemed = bool(flags & 2)
-        pos += _POLICY_TAIL.size
-        for _ in range(n_items):
-            item, hour = _ITEM.unpack_from(blob, pos)
-            state.recent_items[item] = hour
-            pos += _ITEM.size
+        if n_items:
+            pairs = struct.unpack_from(f"<{'QI' * n_items}", blob, pos + _POLICY_TAIL.size)
+            state.recent_items = dict(zip(pairs[::2], pairs[1::2]))
+    else:
+        state.opted_out = state.coupon_redeemed = False
+        state.cap_window_day = state.cap_count = 0
     return state

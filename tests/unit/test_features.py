@@ -6,10 +6,19 @@ import pytest
 
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_CODE_VERSION, FEATURE_NAMES, SIGNALS
-from retention_model.features.derive import feature_dict, feature_matrix, feature_vector, profile, reasons
+from retention_model.features.derive import (
+    describing_rows,
+    feature_dict,
+    feature_matrix,
+    feature_vector,
+    profile,
+    reasons,
+)
 from retention_model.features.offline import events_by_user, features_at, replay_states
 from retention_model.features.silence import FIXED_SILENCE_DAYS, check_times_ms, next_check_ms
 from retention_model.features.state import DAY_MS, UserState, apply_event
+from retention_model.policy.policy import PolicyConfig, customer_value
+from training.simulator import SimConfig, simulate
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
@@ -111,6 +120,28 @@ def test_profile_lifecycle_and_segments() -> None:
     apply_event(newcomer, ev(EventType.VIEW, 0, category="toys"))
     fresh = profile(feature_dict(newcomer, T0 + DAY_MS), newcomer, T0 + DAY_MS)
     assert (fresh.lifecycle_stage, fresh.rfm_segment, fresh.price_band) == ("new", "prospect", "none")
+
+
+def test_a_scoring_batch_describes_users_from_the_features_it_names() -> None:
+    """Profile, reasons and customer value read only the features a batch names for them.
+
+    A batch names a few of each row's features (naming all costs more than the rest of
+    the description): a new feature read by any of them must be named too, or this fails.
+    """
+    states = replay_states(list(simulate(SimConfig(users=200, days=90, seed=5))))
+    users = list(states.values())
+    for days_later in (0, 20, 200):
+        now = [state.last_seen_ms + days_later * DAY_MS for state in users]
+        for state, at, named in zip(users, now, describing_rows(feature_matrix(users, now))):
+            full = feature_dict(state, at)
+            assert named.items() <= full.items()
+            assert profile(named, state, at) == profile(full, state, at)
+            assert reasons(named) == reasons(full)
+            assert customer_value(named, PolicyConfig()) == customer_value(full, PolicyConfig())
+            weights = state.category_weights(at)  # the profile ranks undecayed weights
+            assert profile(named, state, at).top_categories == tuple(
+                sorted(weights, key=lambda k: (-weights[k], k))[:3]
+            )
 
 
 def test_silence_thresholds_follow_the_users_rhythm() -> None:
