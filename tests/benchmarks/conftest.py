@@ -18,12 +18,21 @@ import pytest
 RESULTS: dict[str, Any] = {}
 
 
-def record(key: str, value: float, *, unit: str = "", reference: str | None = None) -> None:
-    """Store one figure as ``group.name``; ``reference`` names the key it is compared with."""
+def record(
+    key: str, value: float, *, unit: str = "", reference: str | None = None, runs: list[float] | None = None
+) -> None:
+    """Store one figure as ``group.name``; ``reference`` names the key it is compared with.
+
+    ``runs``: every run's value when ``value`` is their median; kept in the JSON under
+    ``_meta.runs`` and shown as a range, so a reader sees how far the host moved them.
+    """
     RESULTS[key] = value
-    RESULTS.setdefault("_meta", {}).setdefault("units", {})[key] = unit
+    meta = RESULTS.setdefault("_meta", {})
+    meta.setdefault("units", {})[key] = unit
     if reference is not None:
-        RESULTS["_meta"].setdefault("references", {})[key] = reference
+        meta.setdefault("references", {})[key] = reference
+    if runs is not None:
+        meta.setdefault("runs", {})[key] = runs
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +53,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not RESULTS:
         return
     RESULTS.setdefault("_meta", {})["machine"] = _machine()
-    if RESULTS.get("e2e.events_per_s") and RESULTS.get("naive.events_per_s"):
-        RESULTS["e2e.speedup_vs_naive"] = RESULTS["e2e.events_per_s"] / RESULTS["naive.events_per_s"]
     path = Path(os.environ.get("BENCH_JSON", "bench-results.json"))
     path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
     units = RESULTS["_meta"].get("units", {})
     references = RESULTS["_meta"].get("references", {})
+    runs = RESULTS["_meta"].get("runs", {})
     lines = ["", f"{'benchmark':42s} {'value':>16s}  unit / reference (same run)"]
     for key in sorted(k for k in RESULTS if not k.startswith("_")):
         ref = references.get(key)
         note = units.get(key, "")
         if ref is not None and ref in RESULTS and RESULTS[ref]:
             note += f"  ({RESULTS[key] / RESULTS[ref]:.1f}x {ref})"
+        if key in runs:
+            low, high = min(runs[key]), max(runs[key])
+            note += f"  [median of {len(runs[key])}: {_short(low)}-{_short(high)}]"
         value = RESULTS[key]
         shown = f"{value:,.1f}" if abs(value) >= 10 or value == 0 else f"{value:.3g}"  # shares and ratios
         lines.append(f"{key:42s} {shown:>16s}  {note}")
     lines.append(f"written to {path}")
     print("\n".join(lines))
+
+
+def _short(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:.3g}"
