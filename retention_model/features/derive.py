@@ -295,7 +295,9 @@ def reasons(features: dict[str, float], limit: int = 3) -> list[str]:
         found.append((1.2, f"browsing for {features['tenure_days']:.0f} days without a purchase"))
     elif purchases == 0:
         sessions = features["sessions_count_total"]
-        found.append((0.5, f"no purchase yet in {sessions:.0f} visit{'s' if sessions != 1 else ''}"))
+        # Activity without a session start (one lost or dead-lettered upstream) is no "0 visits".
+        visits = f" in {sessions:.0f} visit{'s' if sessions != 1 else ''}" if sessions >= 1 else ""
+        found.append((0.5, f"no purchase yet{visits}"))
     if features["recency_days"] > 14:
         found.append((features["recency_days"] / 14, f"no visit for {features['recency_days']:.0f} days"))
     cancels = features["cancels_count_total"]

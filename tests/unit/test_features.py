@@ -107,6 +107,16 @@ def test_reasons_read_like_a_marketer_wrote_them() -> None:
     assert len(words) <= 3
 
 
+def test_reasons_never_count_zero_visits() -> None:
+    """A shopper whose session start was lost still browses: say so without "0 visits"."""
+    browsing = UserState()
+    apply_event(browsing, ev(EventType.VIEW, 0, category="shoes"))
+    apply_event(browsing, ev(EventType.ADD_TO_CART, 0, category="shoes", price=40.0))
+    assert "no purchase yet" in reasons(feature_dict(browsing, T0 + DAY_MS))
+    apply_event(browsing, ev(EventType.SESSION_START, 0))
+    assert "no purchase yet in 1 visit" in reasons(feature_dict(browsing, T0 + DAY_MS))
+
+
 def test_profile_lifecycle_and_segments() -> None:
     state = regular_buyer()
     active = profile(feature_dict(state, T0 + 31 * DAY_MS), state, T0 + 31 * DAY_MS)
