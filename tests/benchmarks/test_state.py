@@ -18,14 +18,7 @@ import numpy as np
 import pytest
 
 from retention_model.features.state import UserState, apply_event, dump_state
-from training.simulator import SimConfig, simulate
-
-# The core benchmarks' events: the first user's are the seed of every state below.
-EVENTS = list(simulate(SimConfig(users=2000, days=120, seed=21)))
-
-
-def _rate(n: int, seconds: float) -> float:
-    return n / seconds if seconds > 0 else float("inf")
+from tests.benchmarks.test_core import EVENTS, _rate  # the first user's events seed every state below
 
 
 def _rss_mb() -> float:
