@@ -16,6 +16,7 @@ from retention_model.features.derive import describing_rows, feature_dict, featu
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
 from retention_model.policy.budget import BudgetLedger
+from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
 from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, decide, iso_ms, tier_for
 from retention_model.policy.recommend import Recommender
@@ -71,12 +72,16 @@ def finish_batch(
     uplifts: np.ndarray | None = None,
     budgets: list[BudgetLedger | None] | None = None,
     recommender: Recommender | None = None,
+    wall_ms: int | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> list[ScoredUser]:
     """Profile, reasons and policy per user; records the score in each state.
 
     ``uplifts`` (predicted effect of a coupon on P(retained), from the bundle's
     uplift model) feed expected-value targeting; ``budgets`` holds each user's
-    budget slice (their partition's).
+    budget slice (their partition's). ``wall_ms`` (processing time; None in a
+    replay) and ``breaker`` hold the policy's limits in real time too (see
+    :func:`~retention_model.policy.policy.decide`).
     """
     out: list[ScoredUser] = []
     rows = describing_rows(features)
@@ -98,6 +103,8 @@ def finish_batch(
             uplift=float(uplifts[i]) if uplifts is not None else None,
             budget=budgets[i] if budgets is not None else None,
             recommender=recommender,
+            wall_ms=wall_ms,
+            breaker=breaker,
         )
         state.last_risk = risk
         state.last_scored_ms = now
@@ -112,7 +119,8 @@ def describe_user(user_id: str, state: UserState, as_of_ms: int | None = None) -
     the user's last event and last score.
     """
     as_of = as_of_ms if as_of_ms is not None else max(state.last_seen_ms, state.last_scored_ms)
-    features = feature_dict(state, as_of)
+    # Rounded for people: a decayed count of 0.9999999999999999 reads as 1.
+    features = {name: round(value, 6) for name, value in feature_dict(state, as_of).items()}
     next_check = next_check_ms(state)
 
     def when(ts_ms: int) -> str | None:

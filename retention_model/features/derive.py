@@ -282,7 +282,7 @@ def profile(features: dict[str, float], state: UserState, now_ms: int, top_n: in
 def reasons(features: dict[str, float], limit: int = 3) -> list[str]:
     """Top contributing risk factors in words a marketer reads, most severe first."""
     found: list[tuple[float, str]] = []
-    purchases = features["purchases_count_total"]
+    purchases = round(features["purchases_count_total"], 6)
     purchase_recency = features["purchase_recency_days"]
     gap = features["mean_gap_days"]
     if purchases >= 2 and gap > 0 and features["overdue_ratio"] > 1.5:

@@ -9,7 +9,11 @@ an on-time one.
 
 Effectively-once: ``offset`` is the source offset last applied. A user's events
 live in one partition, in order, so a replay after a crash skips every event at or
-below it.
+below it. A producer that retries sends the same event at a new offset, which the
+offset cannot see: the state also keeps 32-bit hashes of the user's last
+:data:`RECENT_EVENT_IDS_KEPT` event ids and last :data:`RECENT_ORDER_IDS_KEPT`
+purchase order ids, and an event whose id (or a purchase whose order id) is among
+them counts once.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ from bisect import insort
 from collections.abc import Callable
 from functools import lru_cache
 from operator import attrgetter, itemgetter
-from typing import Final
+from typing import Final, Literal
 
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import HALF_LIVES_DAYS, SIGNALS
 
 __all__ = [
+    "APPLIED",
+    "DUPLICATE_EVENT",
+    "REPLAYED",
     "STATE_VERSION",
+    "ApplyOutcome",
     "UserState",
     "apply_event",
     "decay_factor",
@@ -39,7 +47,21 @@ __all__ = [
 
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
+
+#: What :func:`apply_event` did with an event; the values are the
+#: ``retention_events_total`` outcome labels.
+ApplyOutcome = Literal["applied", "duplicate", "duplicate_event"]
+APPLIED: Final = "applied"
+#: At or below the state's source offset: a re-read after a crash or rebalance.
+REPLAYED: Final = "duplicate"
+#: A new offset, but an event id (or purchase order id) the user sent recently: a retry.
+DUPLICATE_EVENT: Final = "duplicate_event"
+#: The de-duplication window: a retried event is caught while its id is among the
+#: user's last 8 event ids, a retried purchase while its order id is among their
+#: last 4 orders. 4-byte hashes keep both inside the 1 KiB state.
+RECENT_EVENT_IDS_KEPT: Final = 8
+RECENT_ORDER_IDS_KEPT: Final = 4
 
 N_SIGNALS: Final = len(SIGNALS)
 N_HALF_LIVES: Final = len(HALF_LIVES_DAYS)
@@ -88,14 +110,18 @@ class UserState:
         "first_seen_ms",
         "interventions_sent",
         "last_coupon_ms",
+        "last_coupon_wall_ms",
         "last_purchase_ms",
         "last_reco_ms",
+        "last_reco_wall_ms",
         "last_risk",
         "last_scored_ms",
         "last_seen_ms",
         "offset",
         "opted_out",
+        "recent_event_ids",
         "recent_items",
+        "recent_order_ids",
         "recent_purchases_ms",
         "totals",
     )
@@ -126,6 +152,13 @@ class UserState:
         self.cap_count = 0
         #: item hash -> last hour (since epoch) viewed or carted; the newest few.
         self.recent_items: dict[int, int] = {}
+        # State version 3. Sends in processing time (wall clock, epoch ms in whole
+        # seconds), beside the event-time ones above: cooldowns hold on both clocks.
+        self.last_coupon_wall_ms = 0
+        self.last_reco_wall_ms = 0
+        #: 32-bit hashes of the last event ids and purchase order ids, oldest first.
+        self.recent_event_ids: list[int] = []
+        self.recent_order_ids: list[int] = []
 
     def copy(self) -> UserState:
         """An independent copy (containers copied too): a snapshot that later events do not touch."""
@@ -200,21 +233,25 @@ if tuple(h * DAY_MS for h in (1, 7, 30, 90)) != HALF_LIVES_MS:
 _H1, _H7, _H30, _H90 = HALF_LIVES_MS
 
 
-def apply_event(state: UserState, event: Event, offset: int | None = None) -> bool:
-    """Fold one event into ``state`` in place; return False if it was already applied.
+def apply_event(state: UserState, event: Event, offset: int | None = None) -> ApplyOutcome:
+    """Fold one event into ``state`` in place; say whether it counted.
 
     ``offset`` is the event's source offset; offline replays have none and pass
-    nothing, which never skips.
+    nothing, which never skips by offset. Returns :data:`APPLIED`,
+    :data:`REPLAYED` (offset already applied) or :data:`DUPLICATE_EVENT` (an event
+    id or purchase order id seen within the de-duplication window).
     """
     if offset is not None:
         if offset <= state.offset:
-            return False
+            return REPLAYED
         state.offset = offset
     kind = event.type
+    if _seen_before(state, event, kind):
+        return DUPLICATE_EVENT
     if kind in _PREFERENCE_TYPES:
         # A marketing preference, not shopping activity: it moves no time or feature.
         state.opted_out = kind is _OPT_OUT
-        return True
+        return APPLIED
     ts = event.ts_ms
     if state.first_seen_ms == 0:
         state.first_seen_ms = ts
@@ -269,7 +306,31 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> bo
 
     if event.category is not None:
         _add_category(state, event)
-    return True
+    return APPLIED
+
+
+def _seen_before(state: UserState, event: Event, kind: EventType) -> bool:
+    """Whether ``event`` repeats one of the user's recent event ids (or purchase order ids); remember it if not.
+
+    CRC-32 rather than a cryptographic hash: ids that differ in a few characters
+    (``order-1``, ``order-2``) never collide under it, and it costs a tenth.
+    """
+    id_hash = zlib.crc32(event.event_id.encode())
+    ids = state.recent_event_ids
+    if id_hash in ids:
+        return True
+    if kind is _PURCHASE and event.order_id is not None:
+        order_hash = zlib.crc32(event.order_id.encode())
+        orders = state.recent_order_ids
+        if order_hash in orders:
+            return True
+        orders.append(order_hash)
+        if len(orders) > RECENT_ORDER_IDS_KEPT:
+            del orders[0]
+    ids.append(id_hash)
+    if len(ids) > RECENT_EVENT_IDS_KEPT:
+        del ids[0]
+    return False
 
 
 @lru_cache(maxsize=1 << 16)
@@ -336,6 +397,12 @@ def merge_states(a: UserState, b: UserState) -> UserState:
         _add_item(items, item, hour)
     out.recent_items = items
     out.category_bits = left.category_bits | right.category_bits
+    out.last_coupon_wall_ms = max(left.last_coupon_wall_ms, right.last_coupon_wall_ms)
+    out.last_reco_wall_ms = max(left.last_reco_wall_ms, right.last_reco_wall_ms)
+    # The de-duplication windows: both parts' ids (disjoint events), the later part's last.
+    first, second = (left, right) if left.last_seen_ms <= right.last_seen_ms else (right, left)
+    out.recent_event_ids = _newest_distinct(first.recent_event_ids + second.recent_event_ids, RECENT_EVENT_IDS_KEPT)
+    out.recent_order_ids = _newest_distinct(first.recent_order_ids + second.recent_order_ids, RECENT_ORDER_IDS_KEPT)
     out.totals = [x + y for x, y in zip(left.totals, right.totals)]
     out.decayed = [x + y for x, y in zip(left.decayed, right.decayed)]
     out.recent_purchases_ms = sorted(left.recent_purchases_ms + right.recent_purchases_ms)[-RECENT_PURCHASES_KEPT:]
@@ -346,6 +413,18 @@ def merge_states(a: UserState, b: UserState) -> UserState:
     out.categories = {name: categories[name] for name in kept}
     if out.last_seen_ms - out.anchor_ms > REANCHOR_AFTER_MS:
         _reanchor(out, out.last_seen_ms - out.last_seen_ms % DAY_MS)
+    return out
+
+
+def _newest_distinct(hashes: list[int], kept: int) -> list[int]:
+    """The last ``kept`` distinct values of ``hashes``, oldest first."""
+    out: list[int] = []
+    for value in reversed(hashes):
+        if value not in out:
+            out.append(value)
+            if len(out) == kept:
+                break
+    out.reverse()
     return out
 
 
@@ -378,9 +457,20 @@ def _add_category(state: UserState, event: Event) -> None:
 
 _HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
 _FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
+# Version 3 stores the totals of count signals (sums of ones: whole numbers) as
+# uint32, and recent purchase times as 48 bits (low 32, high 16): the room the
+# de-duplication windows take, so the busiest state stays within 1 KiB.
+_COUNT_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how == "count")
+_SUM_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how != "count")
+_COUNTS_AND_FLOATS: Final = struct.Struct(f"<{len(_COUNT_SIGNALS)}I{len(_SUM_SIGNALS) + N_SIGNALS * N_HALF_LIVES}d")
+_count_totals: Final = itemgetter(*_COUNT_SIGNALS)
+_sum_totals: Final = itemgetter(*_SUM_SIGNALS)
 # Version 2: flags (opted out, coupon redeemed), cap window day (days since 1970,
 # fits 16 bits until 2149), cap count, item count.
 _POLICY_TAIL: Final = struct.Struct("<BHBB")
+# Version 3: sends in processing time (coupon, recommendation: epoch ms), the wall-clock
+# cap window day and count, then the de-duplication windows (counts and 32-bit hashes).
+_WALL_TAIL: Final = struct.Struct("<II")
 _WEIGHT: Final = struct.Struct("<d")
 
 
@@ -407,28 +497,40 @@ _header_values: Final = attrgetter(*_HEADER_FIELDS)
 def dump_state(state: UserState) -> bytes:
     """Serialise to the compact binary format (version byte first).
 
-    Version 2 appends the policy tail (opt-out, last redemption, recent send
-    times, recent items) to the version 1 layout.
+    Version 2 appended the policy tail (opt-out, last redemption, recent send
+    times, recent items) to the version 1 layout; version 3 packs count totals
+    and purchase times tighter and appends the processing-time sends and the
+    de-duplication windows.
     """
     recent = state.recent_purchases_ms
     categories = state.categories
     items = state.recent_items
+    totals = state.totals
     # The variable-length parts go in one pack call, with a format built per shape
     # (the struct module caches compiled formats).
     names = [name.encode() for name in categories]
     shape = "".join(f"B{len(name)}sd" for name in names)
-    tail: list[object] = []
+    tail: list[object] = [len(recent)]
+    tail += [t & 0xFFFFFFFF for t in recent]
+    tail += [t >> 32 for t in recent]
+    tail.append(len(names))
     for name, weight in zip(names, categories.values()):
         tail += (len(name), name, weight)
     flags = int(state.opted_out) | int(state.coupon_redeemed) << 1
     tail += (flags, state.cap_window_day, min(state.cap_count, 255), len(items))
     for item_and_hour in items.items():
         tail += item_and_hour
+    ids, orders = state.recent_event_ids, state.recent_order_ids
+    tail += (state.last_coupon_wall_ms // 1000, state.last_reco_wall_ms // 1000, len(ids), *ids, len(orders), *orders)
+    n = len(recent)
     return b"".join(
         (
             _HEADER.pack(STATE_VERSION, *_header_values(state)),
-            _FLOATS.pack(*state.totals, *state.decayed),
-            struct.pack(f"<B{len(recent)}qB{shape}BHBB{'QI' * len(items)}", len(recent), *recent, len(names), *tail),
+            _COUNTS_AND_FLOATS.pack(*map(int, _count_totals(totals)), *_sum_totals(totals), *state.decayed),
+            struct.pack(
+                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}I",
+                *tail,
+            ),
         )
     )
 
@@ -458,13 +560,29 @@ def load_state(blob: bytes) -> UserState:
         state.last_risk,
     ) = _HEADER.unpack_from(blob, 0)
     pos = _HEADER.size
-    floats = _FLOATS.unpack_from(blob, pos)
-    pos += _FLOATS.size
-    state.totals = list(floats[:N_SIGNALS])
-    state.decayed = list(floats[N_SIGNALS:])
-    n_recent = blob[pos]
-    state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos + 1))
-    pos += 1 + 8 * n_recent
+    if version >= 3:
+        values = _COUNTS_AND_FLOATS.unpack_from(blob, pos)
+        pos += _COUNTS_AND_FLOATS.size
+        totals = [0.0] * N_SIGNALS
+        for index, value in zip(_COUNT_SIGNALS, values):
+            totals[index] = float(value)
+        n_counts = len(_COUNT_SIGNALS)
+        for index, value in zip(_SUM_SIGNALS, values[n_counts:]):
+            totals[index] = value
+        state.totals = totals
+        state.decayed = list(values[n_counts + len(_SUM_SIGNALS) :])
+        n_recent = blob[pos]
+        parts = struct.unpack_from(f"<{n_recent}I{n_recent}H", blob, pos + 1)
+        state.recent_purchases_ms = [low | high << 32 for low, high in zip(parts[:n_recent], parts[n_recent:])]
+        pos += 1 + 6 * n_recent
+    else:
+        floats = _FLOATS.unpack_from(blob, pos)
+        pos += _FLOATS.size
+        state.totals = list(floats[:N_SIGNALS])
+        state.decayed = list(floats[N_SIGNALS:])
+        n_recent = blob[pos]
+        state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos + 1))
+        pos += 1 + 8 * n_recent
     n_categories = blob[pos]
     pos += 1
     categories: dict[str, float] = {}
@@ -479,10 +597,25 @@ def load_state(blob: bytes) -> UserState:
         flags, state.cap_window_day, state.cap_count, n_items = _POLICY_TAIL.unpack_from(blob, pos)
         state.opted_out = bool(flags & 1)
         state.coupon_redeemed = bool(flags & 2)
+        pos += _POLICY_TAIL.size
         if n_items:
-            pairs = struct.unpack_from(f"<{'QI' * n_items}", blob, pos + _POLICY_TAIL.size)
+            pairs = struct.unpack_from(f"<{'QI' * n_items}", blob, pos)
             state.recent_items = dict(zip(pairs[::2], pairs[1::2]))
+            pos += 12 * n_items
     else:
         state.opted_out = state.coupon_redeemed = False
         state.cap_window_day = state.cap_count = 0
+    if version >= 3:
+        coupon_s, reco_s = _WALL_TAIL.unpack_from(blob, pos)
+        state.last_coupon_wall_ms, state.last_reco_wall_ms = coupon_s * 1000, reco_s * 1000
+        pos += _WALL_TAIL.size
+        n_ids = blob[pos]
+        state.recent_event_ids = list(struct.unpack_from(f"<{n_ids}I", blob, pos + 1))
+        pos += 1 + 4 * n_ids
+        n_orders = blob[pos]
+        state.recent_order_ids = list(struct.unpack_from(f"<{n_orders}I", blob, pos + 1))
+    else:
+        state.last_coupon_wall_ms = state.last_reco_wall_ms = 0
+        state.recent_event_ids = []
+        state.recent_order_ids = []
     return state

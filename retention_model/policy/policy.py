@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 
 from retention_model.features.state import DAY_MS, UserState
 from retention_model.policy.budget import BudgetLedger
+from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
 from retention_model.policy.recommend import Recommender
 
@@ -115,7 +116,8 @@ class Decision:
     ``action`` is ``sent``, ``held_out`` (control group: recorded, not sent) or
     ``suppressed``. ``rule`` is a stable code (``tier``, ``holdout``,
     ``cooldown``, ``opted_out``, ``recent_purchase``, ``active_coupon``,
-    ``user_cap``, ``expected_value``, ``budget``); ``reason`` says it in words.
+    ``user_cap``, ``expected_value``, ``budget``, ``circuit_open``); ``reason``
+    says it in words.
     ``intervention`` is what was or would have been sent.
     """
 
@@ -166,28 +168,48 @@ def _coupon_expected_value(
 
 
 def _suppression(
-    kind: Kind, last_ms: int, cooldown_days: float, user_id: str, state: UserState, now_ms: int, config: PolicyConfig
+    kind: Kind,
+    last: tuple[int, int],
+    cooldown_days: float,
+    user_id: str,
+    state: UserState,
+    now_ms: int,
+    wall_ms: int | None,
+    config: PolicyConfig,
 ) -> tuple[str, str] | None:
-    """The first rule that stops an intervention of ``kind`` now, as (rule, reason)."""
+    """The first rule that stops an intervention of ``kind`` now, as (rule, reason).
+
+    ``last`` is the last send of ``kind`` in event time and in processing time.
+    """
     if state.opted_out or user_id in config.opted_out_users:
         return "opted_out", "opted out of marketing"
+    last_ms, last_wall_ms = last
     if last_ms and now_ms - last_ms < cooldown_days * DAY_MS:
         ago = (now_ms - last_ms) / DAY_MS
         return "cooldown", f"cooldown: last {kind} {ago:.1f} days ago, cooldown {cooldown_days:g} days"
+    if wall_ms is not None and last_wall_ms and wall_ms - last_wall_ms < cooldown_days * DAY_MS:
+        ago = (wall_ms - last_wall_ms) / DAY_MS
+        return "cooldown", (
+            f"cooldown: last {kind} {ago:.1f} days ago by the wall clock, cooldown {cooldown_days:g} days"
+        )
     within = config.suppression_purchased_within_days
     if within > 0 and state.last_purchase_ms and 0 <= now_ms - state.last_purchase_ms < within * DAY_MS:
         ago = (now_ms - state.last_purchase_ms) / DAY_MS
         return "recent_purchase", f"purchased {ago:.1f} days ago (rule: nothing within {within:g} days of a purchase)"
+    expiry_ms = config.coupon_expiry_days * DAY_MS
     if (
         kind == "coupon"
         and config.suppression_active_coupon
         and state.last_coupon_ms
         and not state.coupon_redeemed
-        and now_ms < state.last_coupon_ms + config.coupon_expiry_days * DAY_MS
+        and (
+            now_ms < state.last_coupon_ms + expiry_ms
+            or (wall_ms is not None and wall_ms < state.last_coupon_wall_ms + expiry_ms)
+        )
     ):
         return "active_coupon", "holds an unredeemed coupon that has not expired"
     if config.caps_per_user > 0:
-        window_day = _cap_window_day(now_ms, config)
+        window_day = _cap_window_day(now_ms if wall_ms is None else wall_ms, config)
         if state.cap_window_day == window_day and state.cap_count >= config.caps_per_user:
             return "user_cap", (
                 f"cap: {state.cap_count} interventions in this {config.caps_window_days}-day window"
@@ -201,14 +223,19 @@ def _cap_window_day(now_ms: int, config: PolicyConfig) -> int:
     return day - day % config.caps_window_days
 
 
-def _record_send(kind: Kind, state: UserState, now_ms: int, config: PolicyConfig) -> None:
-    """Start cooldowns and count against the cap (for sends and would-be sends)."""
+def _record_send(kind: Kind, state: UserState, now_ms: int, wall_ms: int | None, config: PolicyConfig) -> None:
+    """Start cooldowns on both clocks and count against the cap (for sends and would-be sends)."""
+    wall_s_ms = 0 if wall_ms is None else wall_ms - wall_ms % 1000  # the state keeps whole seconds
     if kind == "coupon":
         state.last_coupon_ms = now_ms
         state.coupon_redeemed = False
+        if wall_ms is not None:
+            state.last_coupon_wall_ms = wall_s_ms
     else:
         state.last_reco_ms = now_ms
-    window_day = _cap_window_day(now_ms, config)
+        if wall_ms is not None:
+            state.last_reco_wall_ms = wall_s_ms
+    window_day = _cap_window_day(now_ms if wall_ms is None else wall_ms, config)
     if state.cap_window_day != window_day:
         state.cap_window_day, state.cap_count = window_day, 0
     state.cap_count = min(255, state.cap_count + 1)
@@ -228,16 +255,23 @@ def decide(
     uplift: float | None = None,
     budget: BudgetLedger | None = None,
     recommender: Recommender | None = None,
+    wall_ms: int | None = None,
+    breaker: CircuitBreaker | None = None,
 ) -> list[Decision]:
     """Decisions for one scored user; records sends (and would-be sends) in ``state``.
 
-    ``now_ms`` is event time. For each kind the tier calls for, in order: a
-    suppression rule (opt-out, cooldown, recent purchase, active coupon, per-user
-    cap), for coupons under expected-value targeting a non-positive expected
-    value, and a coupon budget cap each suppress it; otherwise a control-group
-    user is held out (cooldowns and caps start as if it had been sent, so both
-    groups keep the same cadence, but no budget is spent); everyone else is sent
-    the intervention.
+    ``now_ms`` is event time; ``wall_ms`` is processing time, given by a live
+    worker and left out by replays and offline evaluation. Limits that send
+    messages or spend money hold on both clocks: a cooldown runs from the last
+    send in event time and in processing time, the per-user cap's window and a
+    coupon's expiry are processing-time days, and budgets count the event day and
+    the real day. For each kind the tier calls for, in order: a suppression rule
+    (opt-out, cooldown, recent purchase, active coupon, per-user cap), for coupons
+    under expected-value targeting a non-positive expected value, a coupon budget
+    cap, and an open circuit ``breaker`` each suppress it; otherwise a
+    control-group user is held out (cooldowns and caps start as if it had been
+    sent, so both groups keep the same cadence, but no budget is spent); everyone
+    else is sent the intervention.
     """
     tier = tier_for(risk, config)
     has_purchased = state.first_purchase_ms != 0
@@ -259,15 +293,15 @@ def decide(
                 "coupon_value": config.coupon_value,
                 "currency": config.currency,
                 "min_spend": config.coupon_min_spend,
-                "expires_at": iso_ms(now_ms + config.coupon_expiry_days * DAY_MS),
+                "expires_at": iso_ms((now_ms if wall_ms is None else wall_ms) + config.coupon_expiry_days * DAY_MS),
             }
-            last_ms, cooldown = state.last_coupon_ms, config.coupon_cooldown_days
+            last, cooldown = (state.last_coupon_ms, state.last_coupon_wall_ms), config.coupon_cooldown_days
             if config.targeting_mode == "expected_value":
                 expected, ev_text = _coupon_expected_value(risk, features, uplift, config)
         else:
             categories = list(profile.get("top_categories", []))
             payload = (recommender or Recommender()).recommend(state, categories, config.recommendation_max_items)
-            last_ms, cooldown = state.last_reco_ms, config.recommendation_cooldown_days
+            last, cooldown = (state.last_reco_ms, state.last_reco_wall_ms), config.recommendation_cooldown_days
         intervention = Intervention(
             intervention_id=_intervention_id(user_id, kind, state.offset, now_ms),
             kind=kind,
@@ -282,17 +316,19 @@ def decide(
             policy_version=config.version,
             expected_value=expected,
         )
-        stop = _suppression(kind, last_ms, cooldown, user_id, state, now_ms, config)
+        stop = _suppression(kind, last, cooldown, user_id, state, now_ms, wall_ms, config)
         if stop is None and expected is not None and expected <= 0:
             stop = ("expected_value", f"{ev_text}: not worth a coupon")
         if stop is None and kind == "coupon" and budget is not None:
-            refusal = budget.refusal(now_ms, config.coupon_value)
+            refusal = budget.refusal(now_ms, config.coupon_value, wall_ms)
             if refusal is not None:
                 stop = ("budget", refusal)
+        if stop is None and breaker is not None and not breaker.admit():
+            stop = ("circuit_open", f"circuit breaker open: {breaker.reason}")
         if stop is not None:
             out.append(Decision("suppressed", stop[1], intervention, stop[0]))
             continue
-        _record_send(kind, state, now_ms, config)
+        _record_send(kind, state, now_ms, wall_ms, config)
         why = f"{tier} risk" + (f"; {ev_text}" if ev_text else "")
         if holdout:
             out.append(
@@ -302,7 +338,7 @@ def decide(
             )
             continue
         if kind == "coupon" and budget is not None:
-            budget.spend(now_ms, config.coupon_value)
+            budget.spend(now_ms, config.coupon_value, wall_ms)
         state.interventions_sent += 1
         out.append(Decision("sent", why, intervention, "tier"))
     return out

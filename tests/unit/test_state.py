@@ -13,7 +13,11 @@ from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
 from retention_model.features.derive import feature_dict
 from retention_model.features.state import (
+    APPLIED,
     DAY_MS,
+    DUPLICATE_EVENT,
+    RECENT_EVENT_IDS_KEPT,
+    REPLAYED,
     UserState,
     apply_event,
     dump_state,
@@ -96,7 +100,7 @@ def test_replaying_a_prefix_changes_nothing(events: list[Event], data: st.DataOb
     prefix = data.draw(st.integers(min_value=0, max_value=len(events)))
     twice = load_state(dump_state(once))
     skipped = [apply_event(twice, event, offset) for offset, event in enumerate(events[:prefix])]
-    assert not any(skipped)
+    assert skipped == [REPLAYED] * prefix
     assert twice == once
 
 
@@ -118,6 +122,10 @@ def test_state_of_a_busy_user_stays_under_one_kib() -> None:
     state.cap_window_day, state.cap_count, state.opted_out, state.coupon_redeemed = 20_000, 3, True, True
     state.last_scored_ms = state.last_coupon_ms = state.last_reco_ms = T0 + 400 * DAY_MS  # real epoch times
     state.interventions_sent, state.last_risk, state.offset = 70_000, 0.73, 2**40
+    state.last_coupon_wall_ms = state.last_reco_wall_ms = T0 + 400 * DAY_MS  # whole seconds, as the policy keeps them
+    for i in range(10):  # purchases with order ids fill the order window too
+        apply_event(state, Event(f"o{i}", "u1", EventType.PURCHASE, T0, price=1.0, order_id=f"order-{i:030d}"))
+    assert len(state.recent_event_ids) == 8 and len(state.recent_order_ids) == 4
     blob = dump_state(state)
     assert len(blob) <= 1024
     assert len(state.categories) == 8
@@ -183,8 +191,8 @@ def test_version_one_state_loads() -> None:
     assert state.totals[SPEND] == 90.0
     assert state.categories.keys() == {"books"}
     assert not state.opted_out and not state.recent_items and state.cap_count == 0  # v2 fields start empty
-    assert load_state(dump_state(state)) == state  # rewritten as v2, nothing lost
-    assert dump_state(state)[0] == 2
+    assert load_state(dump_state(state)) == state  # rewritten as v3, nothing lost
+    assert dump_state(state)[0] == 3
 
 
 def test_unknown_state_version_is_refused() -> None:
@@ -194,11 +202,75 @@ def test_unknown_state_version_is_refused() -> None:
 
 def test_offsets_skip_duplicates() -> None:
     state = UserState()
-    assert apply_event(state, purchase(T0, 10.0), 5)
-    assert not apply_event(state, purchase(T0, 10.0), 5)
-    assert not apply_event(state, purchase(T0, 10.0), 4)
-    assert apply_event(state, purchase(T0, 10.0), 6)
+    assert apply_event(state, purchase(T0, 10.0), 5) == APPLIED
+    assert apply_event(state, purchase(T0, 10.0), 5) == REPLAYED
+    assert apply_event(state, purchase(T0, 10.0), 4) == REPLAYED
+    assert apply_event(state, purchase(T0, 10.0, n=1), 6) == APPLIED
     assert state.totals[PURCHASES] == 2
+
+
+def test_a_retried_purchase_counts_once_and_a_new_one_counts() -> None:
+    """Five copies of one purchase at five offsets (an at-least-once producer retrying): one purchase."""
+    state = UserState()
+    order = Event("order-1", "u1", EventType.PURCHASE, T0, price=100.0, order_id="o-1")
+    outcomes = [apply_event(state, order, offset) for offset in range(5)]
+    assert outcomes == [APPLIED] + [DUPLICATE_EVENT] * 4
+    assert state.totals[PURCHASES] == 1 and state.totals[SPEND] == 100.0
+    assert apply_event(state, Event("order-2", "u1", EventType.PURCHASE, T0 + 1, price=50.0), 5) == APPLIED
+    assert state.totals[PURCHASES] == 2 and state.totals[SPEND] == 150.0
+
+
+def test_a_purchase_resent_under_a_new_event_id_counts_once_by_its_order_id() -> None:
+    state = UserState()
+    assert apply_event(state, Event("a", "u1", EventType.PURCHASE, T0, price=30.0, order_id="o-9")) == APPLIED
+    assert apply_event(state, Event("b", "u1", EventType.PURCHASE, T0, price=30.0, order_id="o-9")) == DUPLICATE_EVENT
+    # A cancellation names the order it cancels: that is no repeat of the purchase.
+    cancel = Event("c", "u1", EventType.CANCEL_ORDER, T0 + 5, price=30.0, order_id="o-9")
+    assert apply_event(state, cancel) == APPLIED
+    assert state.totals[PURCHASES] == 1
+
+
+def test_the_de_duplication_window_is_the_last_eight_event_ids() -> None:
+    state = UserState()
+    first = Event("first", "u1", EventType.VIEW, T0)
+    apply_event(state, first)
+    for i in range(RECENT_EVENT_IDS_KEPT - 1):
+        apply_event(state, Event(f"v{i}", "u1", EventType.VIEW, T0 + i + 1))
+    assert apply_event(state, first) == DUPLICATE_EVENT  # still within the window
+    apply_event(state, Event("one-more", "u1", EventType.VIEW, T0 + 100))
+    assert apply_event(state, first) == APPLIED  # pushed out: documented, and counted again
+    assert load_state(dump_state(state)) == state
+
+
+# Written by state format version 2 (a purchase of 20.0 in books, a view of sku-1 in toys,
+# opted out, cap window 20089 with 2 sends), frozen here.
+V2_BLOB = bytes.fromhex(
+    "020100000000000000007c291f94010000007c291f94010000806a601f94010000007c291f94010000007c291f940100"
+    "00057c291f9401000000000000000000000000000000000000000000000000040000000800000000000000f0bf000000"
+    "0000000000000000000000f03f000000000000000000000000000000000000000000000000000000000000f03f000000"
+    "0000003440000000000000f03f0000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000d15541"
+    "9f0578f03facf6563bef10f03f5da36ef4f103f03fa2f0278b5001f03f00000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "0000000000000000000000000000000000000000000000000000000000000000000000f03f000000000000f03f000000"
+    "000000f03f000000000000f03f0000000000003440000000000000344000000000000034400000000000003440000000"
+    "000000f03f000000000000f03f000000000000f03f000000000000f03f00000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000001007c291f940100000205626f6f6b73000000"
+    "000000104004746f79735da36ef4f103f03f01794e0201cda98029402774e6595b0700"
+)
+
+
+def test_version_two_state_loads() -> None:
+    state = load_state(V2_BLOB)
+    assert state.totals[PURCHASES] == 1 and state.totals[SPEND] == 20.0
+    assert state.opted_out and state.cap_window_day == 20089 and state.cap_count == 2
+    assert state.recent_items == {item_hash("sku-1"): (T0 + 3_600_000) // 3_600_000}
+    assert state.recent_event_ids == [] and state.last_coupon_wall_ms == 0  # v3 fields start empty
+    assert load_state(dump_state(state)) == state
+    assert dump_state(state)[0] == 3
 
 
 def test_reanchoring_keeps_values_over_years() -> None:
