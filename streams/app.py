@@ -39,10 +39,11 @@ from retention_model.batching import AdaptiveBatchSize
 from retention_model.errors import BundleError
 from retention_model.events import DecodeError, Event, EventType, decode_event, parse_timestamp_ms
 from retention_model.features.silence import next_check_ms
-from retention_model.features.state import UserState, apply_event, dump_state, load_state
+from retention_model.features.state import APPLIED, UserState, apply_event, dump_state, load_state
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
-from retention_model.policy.budget import BudgetLedger, Spend, day_period
+from retention_model.policy.budget import BudgetLedger, Spend, day_period, wall_day_period
+from retention_model.policy.circuit import CircuitBreaker, CircuitConfig
 from retention_model.policy.policy import tier_for
 from retention_model.scoring import build_features, describe_user, finish_batch
 from streams import batching
@@ -240,6 +241,19 @@ class BatchProcessor:
         #: Bumped when partitions are revoked; a batch that spans it records nothing.
         self.generation = 0
         self.lateness_ms = int(settings.allowed_lateness_s * 1000)
+        self.future_skew_ms = int(settings.max_future_skew_s * 1000)
+        self.watermark_jump_ms = int(settings.watermark_jump_s * 1000)
+        #: A replay runs the policy's limits on event time alone, with no breaker.
+        self.replay = settings.replay == "true"
+        self.breaker = CircuitBreaker(
+            CircuitConfig(
+                surge_factor=settings.circuit_surge_factor,
+                min_per_minute=settings.circuit_min_per_minute,
+                max_per_minute=settings.circuit_max_per_minute,
+                cooldown_s=settings.circuit_cooldown_s,
+            )
+        )
+        self._breaker_trips = 0
         self.watermarks: dict[int, int] = {}
         self.count_users_exactly = not rocksdb
         self._count_users_after_rebalance = rocksdb
@@ -342,6 +356,12 @@ class BatchProcessor:
         scoring = _Scoring()
         new_users = 0
         lateness = self.lateness_ms
+        # Event time may not run ahead of the record's timestamp, or of the wall clock
+        # where the record's own timestamp is missing or ahead of it: one record's clock
+        # must not fire every silence timer and open fresh cooldowns and budgets.
+        skew = self.future_skew_ms
+        wall_ms = int(time.time() * 1000)
+        horizon = wall_ms + skew
         for tp, records in batch.items():
             events_in += len(records)
             partition = tp.partition
@@ -361,6 +381,10 @@ class BatchProcessor:
                             "key_mismatch",
                             f"record key {key!r} is not the event's user_id; producers key events by user_id",
                         )
+                    elif decoded.ts_ms - skew > min(record.timestamp or 0, wall_ms) and (
+                        ahead := _ahead_of_time(decoded.ts_ms, record.timestamp, wall_ms, skew)
+                    ):
+                        decoded = ahead  # (the cheap test above is false for nearly every event)
                     else:
                         items = by_user.get(key)
                         if items is None:
@@ -380,6 +404,19 @@ class BatchProcessor:
                     self._dead_letter(record, decoded)
                 else:  # UnknownEventType: a newer producer's event, counted, not an error
                     unknown += 1
+            if watermark > horizon:  # never ahead of the wall clock, whatever the events say
+                watermark = horizon
+            previous = self.watermarks.get(partition, 0)
+            if previous and watermark - previous > self.watermark_jump_ms:
+                jump_s = (watermark - previous) / 1000
+                metrics.watermark_jump_seconds.labels(str(partition)).set(jump_s)
+                metrics.watermark_jumps.labels(str(partition)).inc()
+                log.warning(
+                    "watermark of partition %d jumped %.0f s (%.1f days) in one batch; silence timers up to it fire",
+                    partition,
+                    jump_s,
+                    jump_s / 86_400,
+                )
             self.watermarks[partition] = watermark
             if late:
                 metrics.late_events.inc(late)
@@ -392,11 +429,10 @@ class BatchProcessor:
                     state = load_state(raw)
                 applied = 0
                 for event, offset in by_user[key]:
-                    if apply_event(state, event, offset):
+                    outcome = apply_event(state, event, offset)
+                    outcomes[event.type, outcome] += 1
+                    if outcome is APPLIED:
                         applied += 1
-                        outcomes[event.type, "applied"] += 1
-                    else:
-                        outcomes[event.type, "duplicate"] += 1
                 if applied:
                     seen = first_seen[key]
                     scoring.add(key, state, state.last_seen_ms, partition, "event", seen / 1000 if seen else None)
@@ -508,10 +544,13 @@ class BatchProcessor:
             uplifts=uplifts,
             budgets=budgets,
             recommender=model.recommender_,
+            wall_ms=None if self.replay else int(time.time() * 1000),
+            breaker=None if self.replay else self.breaker,
         )
+        self.report_breaker()
         touched = sorted(set(scoring.partitions))
         if budgets is not None:
-            self._save_budgets(touched, max(scoring.now_ms))
+            self._save_budgets(touched, max(scoring.now_ms), None if self.replay else int(time.time() * 1000))
 
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in touched}
         new_timers: dict[tuple[int, int], list[bytes]] = {}
@@ -619,7 +658,21 @@ class BatchProcessor:
             self.ledgers[partition] = ledger
         return ledger
 
-    def _save_budgets(self, partitions: list[int], now_ms: int) -> None:
+    def report_breaker(self) -> None:
+        """Export the circuit breaker's state (an expired cooldown closes it here too)."""
+        breaker = self.breaker
+        self.metrics.circuit_open.set(1 if breaker.is_open else 0)
+        if breaker.trips > self._breaker_trips:
+            self.metrics.circuit_trips.inc(breaker.trips - self._breaker_trips)
+            self._breaker_trips = breaker.trips
+            log.error(
+                "circuit breaker open: %s; interventions are suppressed (rule circuit_open), scores go on. "
+                "It closes after %g s, or with `retention circuit close`",
+                breaker.reason,
+                breaker.config.cooldown_s,
+            )
+
+    def _save_budgets(self, partitions: list[int], now_ms: int, wall_ms: int | None = None) -> None:
         """Write each touched slice's spend to the changelog-backed table; update the gauges."""
         for partition in partitions:
             ledger = self.ledgers.get(partition)
@@ -634,7 +687,8 @@ class BatchProcessor:
             )
             ledger.dirty.clear()
         config = self.policy
-        for scope, period in (("daily", day_period(now_ms)), ("total", "total")):
+        today = day_period(now_ms) if wall_ms is None else wall_day_period(wall_ms)
+        for scope, period in (("daily", today), ("total", "total")):
             spent = [ledger.spent.get(period, (0.0, 0)) for ledger in self.ledgers.values()]
             share = len(self.ledgers) / self.settings.partitions
             for unit, index, cap in (
@@ -680,6 +734,22 @@ class BatchProcessor:
             error.reason,
             error.detail,
         )
+
+
+def _ahead_of_time(ts_ms: int, record_ms: int | None, wall_ms: int, skew_ms: int) -> DecodeError | None:
+    """Why an event's time is too far ahead, or None: compared with its record's timestamp, or
+    with the wall clock where the record has none or carries a future one itself."""
+    use_record = record_ms is not None and 0 < record_ms <= wall_ms + skew_ms
+    reference = record_ms if use_record else wall_ms
+    assert reference is not None
+    if ts_ms <= reference + skew_ms:
+        return None
+    against = "record timestamp" if use_record else "wall clock"
+    return DecodeError(
+        "timestamp_in_future",
+        f"ts {ts_ms} is {(ts_ms - reference) / 1000:.0f} s ahead of the {against}"
+        f"; at most {skew_ms / 1000:g} s allowed (RETENTION_MAX_FUTURE_SKEW_S)",
+    )
 
 
 def _score(model: ChurnModel, shadow: ChurnModel | None, features: Any) -> tuple[Any, Any, Any]:
@@ -810,6 +880,22 @@ def create_app(
         recovery = app.tables.recovery
         metrics.recovering.set(1 if recovery.in_recovery else 0)
         metrics.recovery_remaining.set(recovery.active_remaining_total() if recovery.in_recovery else 0)
+        processor.report_breaker()
+
+    @app.page("/circuit/")
+    class CircuitView(faust.web.View):
+        """The intervention circuit breaker: GET its state, POST to close it (``retention circuit close``)."""
+
+        async def get(self, request: Any) -> Any:
+            return self.json({"replay": processor.replay, **processor.breaker.status()})
+
+        async def post(self, request: Any) -> Any:
+            was_open = processor.breaker.is_open
+            processor.breaker.close()
+            processor.report_breaker()
+            if was_open:
+                log.warning("circuit breaker closed by an operator")
+            return self.json({"replay": processor.replay, **processor.breaker.status()})
 
     @app.timer(COMMIT_WATCH_S)
     async def watch_commits() -> None:

@@ -583,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(p, ("broker", "scores_topic", "decisions_topic"))
     p.set_defaults(func=cmd_export)
 
+    from streams.circuit import register as register_circuit
+
+    register_circuit(sub)
+
     p = sub.add_parser("settings", help="print the settings table")
     p.add_argument("--effective", action="store_true", help="print the values in effect instead")
     add_settings_flags(p)

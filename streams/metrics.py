@@ -51,6 +51,10 @@ class Metrics(NamedTuple):
     uncommitted_records: Gauge
     shadow_risk_difference: Histogram
     shadow_tier_agreement: Counter
+    circuit_open: Gauge
+    circuit_trips: Counter
+    watermark_jump_seconds: Gauge
+    watermark_jumps: Counter
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -191,6 +195,26 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_shadow_tier_agreement_total",
             "Scored users whose shadow tier equals (agree=yes) or differs from (no) the live tier",
             ["agree"],
+            registry=registry,
+        ),
+        circuit_open=Gauge(
+            f"{prefix}_circuit_open",
+            "1 while the circuit breaker refuses interventions after a surge (scores keep flowing)",
+            registry=registry,
+        ),
+        circuit_trips=Counter(
+            f"{prefix}_circuit_trips_total", "Times the intervention circuit breaker opened", registry=registry
+        ),
+        watermark_jump_seconds=Gauge(
+            f"{prefix}_watermark_jump_seconds",
+            "The latest watermark advance over RETENTION_WATERMARK_JUMP_S in one batch, by partition, in s",
+            ["partition"],
+            registry=registry,
+        ),
+        watermark_jumps=Counter(
+            f"{prefix}_watermark_jumps_total",
+            "Watermark advances over RETENTION_WATERMARK_JUMP_S in one batch, by partition",
+            ["partition"],
             registry=registry,
         ),
     )

@@ -102,6 +102,50 @@ class Settings:
     allowed_lateness_s: float = _setting(
         300.0, "Event-time lateness tolerated before a partition's watermark moves on, in s", lo=0.0, hi=86_400 * 7
     )
+    max_future_skew_s: float = _setting(
+        300.0,
+        "How far an event's time may run ahead of its record's timestamp (or the wall clock) before it is"
+        " dead-lettered as timestamp_in_future, in s",
+        lo=1.0,
+        hi=86_400 * 7,
+    )
+    watermark_jump_s: float = _setting(
+        86_400.0,
+        "A partition watermark advance larger than this in one batch is logged and exported, in s",
+        lo=1.0,
+        hi=86_400 * 3650,
+    )
+    replay: str = _setting(
+        "false",
+        "true: the input is a replay of history, so cooldowns, caps and budgets run on event time alone and"
+        " the circuit breaker is off; false: they hold on the wall clock too",
+        choices=("false", "true"),
+    )
+    circuit_surge_factor: float = _setting(
+        10.0,
+        "The circuit breaker opens when a minute's interventions would pass this many times the trailing"
+        " hour's average per minute",
+        lo=1.0,
+        hi=1_000.0,
+    )
+    circuit_min_per_minute: int = _setting(
+        300,
+        "...but never below this many interventions per minute (set it above a normal busy minute)",
+        lo=1,
+        hi=10_000_000,
+    )
+    circuit_max_per_minute: int = _setting(
+        20_000,
+        "Absolute ceiling of interventions per minute per worker before the breaker opens (0: none)",
+        lo=0,
+        hi=100_000_000,
+    )
+    circuit_cooldown_s: float = _setting(
+        900.0,
+        "Seconds an open circuit breaker stays open before it closes by itself (0: until `retention circuit close`)",
+        lo=0.0,
+        hi=86_400 * 7,
+    )
     metrics_host: str = _setting("127.0.0.1", "Address the Prometheus /metrics endpoint binds")
     metrics_port: int = _setting(9108, "Port of the Prometheus /metrics endpoint (0: off)", lo=0, hi=65535)
     web_host: str = _setting("127.0.0.1", "Address the Faust web server binds")

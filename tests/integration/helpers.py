@@ -40,6 +40,9 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
         session_timeout_s=2.0,
         data_dir=str(tmp_path / f"data-{tag}"),
         log_level="info",
+        # The tests feed simulated months in seconds: a replay, whose limits run on event
+        # time (the tests of real-time limits and the circuit breaker set it to "false").
+        replay="true",
     )
     base.update(changes)
     return Settings.load({}, base)
