@@ -141,13 +141,20 @@ def run_demo(
             web_port=free_port(),
             session_timeout_s=min(settings.session_timeout_s, 2.0),
             data_dir=str(workdir / "faust-data"),
+            # 120 simulated days in a minute is a replay: limits run on event time, as offline.
+            replay="true",
         )
         created = ensure_topics(settings)
         print(f"[demo] topics ready ({len(created)} created)", file=out, flush=True)
 
         users = max(300, int(rate * seconds / 110))
         sim = SimConfig(users=users, days=120, seed=11)
-        print(f"[demo] simulating {users} users over {sim.days} days", file=out, flush=True)
+        print(
+            f"[demo] simulating {users} users over {sim.days} days, replayed in {seconds:g}s "
+            "(RETENTION_REPLAY=true: cooldowns and budgets run on event time)",
+            file=out,
+            flush=True,
+        )
         holder: dict[str, Any] = {}
         sim_thread = threading.Thread(target=lambda: holder.update(events=list(simulate(sim))), daemon=True)
         sim_thread.start()
