@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from retention_model.events import Event, EventType, encode_event
+from retention_model.events import MAX_TS_MS, Event, EventType, encode_event
 from streams.cli import main as cli
 from streams.demo import metric_sum
 from streams.producer import produce_records
@@ -37,6 +37,10 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("absurd quantity", bad(quantity=10**9), "invalid_value"),
     ("timestamp far in the future", bad(ts=7_000_000_000_000), "timestamp_out_of_range"),
     ("timestamp far in the past", bad(ts=1_000), "timestamp_out_of_range"),
+    # Valid under the schema, but far ahead of the record's timestamp: a wrong clock or an attack.
+    ("timestamp in 2099", bad(ts=4_070_908_800_000), "timestamp_in_future"),
+    ("timestamp at the schema's upper bound", bad(ts=MAX_TS_MS - 1), "timestamp_in_future"),
+    ("timestamp at the schema's upper bound, exclusive", bad(ts=MAX_TS_MS), "timestamp_out_of_range"),
     ("timestamp without a zone", bad(ts="2025-01-01T00:00:00"), "invalid_timestamp"),
     ("missing user id", bad(user_id=None), "missing_field"),
     ("1 MB payload", bad(padding="x" * 1_000_000), "too_large"),
