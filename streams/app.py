@@ -23,16 +23,14 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event
 from faust.types import TP
 
 from retention_model.batching import AdaptiveBatchSize
@@ -46,7 +44,7 @@ from retention_model.policy.budget import BudgetLedger, Spend, day_period, wall_
 from retention_model.policy.circuit import CircuitBreaker, CircuitConfig
 from retention_model.policy.policy import tier_for
 from retention_model.scoring import build_features, describe_user, finish_batch
-from streams import batching
+from streams import batching, compat
 from streams.batching import Records
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
@@ -621,7 +619,7 @@ class BatchProcessor:
                 self.processed.pop(tp, None)
                 self._commit_seen.pop(tp, None)
                 continue
-            committed = consumer._committed_offset.get(tp)
+            committed = compat.committed_offsets(consumer).get(tp)
             behind = offset + 1 - (committed or 0)
             self.metrics.uncommitted_records.labels(str(tp.partition)).set(max(0, behind))
             if behind <= 0:
@@ -758,54 +756,9 @@ def _score(model: ChurnModel, shadow: ChurnModel | None, features: Any) -> tuple
     return model.score_many(features), model.uplift_many(features), shadow_risks
 
 
-@contextlib.contextmanager
-def _as_current(source: _Source) -> Iterator[None]:
+def _as_current(source: _Source) -> contextlib.AbstractContextManager[None]:
     """Run store access as if an event of ``source``'s partition were being processed."""
-    token = _current_event.set(weakref.ref(source))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def _cap_fetch_wait(max_wait_ms: int) -> None:
-    """Make Faust's consumer use our fetch wait instead of its hard-coded 1500 ms.
-
-    faust-streaming passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting
-    to change it. A broker that holds a fetch until that wait runs out (the
-    embedded Tansu does) then adds up to 1.5 s to every event's latency.
-    """
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
-    original = getattr(thread_cls, "_retention_original_create", thread_cls._create_worker_consumer)
-
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
-        return consumer
-
-    thread_cls._retention_original_create = original
-    thread_cls._create_worker_consumer = create_worker_consumer
-
-
-def _use_fetched_highwaters(bootstrap: str) -> None:
-    """Make Faust's table recovery target the true end of each changelog partition.
-
-    Only for the embedded Tansu broker (``RETENTION_BROKER_KIND=tansu``): its wrong
-    ListOffsets answer would make Faust stop recovering a table after a few keys.
-    """
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    from streams.kafka import fetched_high_watermarks
-
-    async def highwaters(self: Any, partitions: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        pairs = [(tp.topic, tp.partition) for tp in partitions]
-        found = await loop.run_in_executor(None, fetched_high_watermarks, bootstrap, pairs)
-        return {tp: found[(tp.topic, tp.partition)] for tp in partitions}
-
-    faust_aiokafka.AIOKafkaConsumerThread._highwaters = highwaters
+    return compat.as_current_event(source)
 
 
 def create_app(
@@ -813,9 +766,10 @@ def create_app(
 ) -> tuple[faust.App, BatchProcessor]:
     """Build the Faust app and its agent for ``settings``; the model is already loaded."""
     session = settings.session_timeout_s
-    _cap_fetch_wait(settings.fetch_max_wait_ms)
+    compat.cap_fetch_wait(settings.fetch_max_wait_ms)
     if settings.broker_kind == "tansu":
-        _use_fetched_highwaters(",".join(settings.broker_list))
+        compat.use_fetched_highwaters(",".join(settings.broker_list))
+    compat.hold_seek_for_tests()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b}" for b in settings.broker_list],

@@ -31,9 +31,9 @@ from typing import Any
 
 from faust.types import TP
 from faust.types.tuples import ack_lock
-from mode.utils.futures import notify
 
 from retention_model.batching import AdaptiveBatchSize
+from streams import compat
 
 __all__ = ["BatchDrain", "Records", "install", "split_batch"]
 
@@ -79,9 +79,8 @@ class BatchDrain:
         """Replacement for ``Consumer._drain_messages`` (Faust's fetcher task)."""
         app = consumer.app
         callback = consumer.callback
-        read_offset = consumer._read_offset
-        consumer_stopped = consumer._stopped.is_set
-        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = compat.read_offsets(consumer)
+        consumer_stopped, fetcher_stopped = compat.stop_flags(consumer, fetcher)
         track_end = app.monitor.track_tp_end_offset
         pending: Records = {}
         count = 0
@@ -97,7 +96,7 @@ class BatchDrain:
                     wait = 0.0  # enough to fill the batch is waiting at the broker: fetch it now
                 else:
                     wait = max(0.0, self.sizer.queue_delay_s - _waited(oldest, oldest_event_s))
-                records, active = await consumer._wait_next_records(wait)
+                records, active = await compat.next_records(consumer, wait)
                 await consumer.sleep(0)
                 if consumer.should_stop:
                     break
@@ -113,7 +112,7 @@ class BatchDrain:
                             await consumer.perform_seek()
                         continue
                 for tp, tp_records in (records or {}).items():
-                    if active is not None and tp not in active and tp not in consumer._buffered_partitions:
+                    if active is not None and tp not in active and tp not in compat.buffered_partitions(consumer):
                         continue
                     highwater = consumer.highwater(tp)
                     track_end(tp, highwater)
@@ -167,7 +166,7 @@ class BatchDrain:
 
     async def _per_message(self, consumer: Any, callback: Any, tp: TP, records: list[Any]) -> None:
         """Faust's own path (changelogs during recovery, any other subscribed topic)."""
-        read_offset = consumer._read_offset
+        read_offset = compat.read_offsets(consumer)
         for record in records:
             offset = record.offset
             after = read_offset[tp]
@@ -175,8 +174,8 @@ class BatchDrain:
                 continue
             gap = offset - (after or 0)
             if gap > 1 and after and consumer.app.topics.acks_enabled_for(tp.topic):
-                await consumer._add_gap(tp, after + 1, offset)
-            message = consumer._to_message(tp, record)
+                await compat.add_gap(consumer, tp, after + 1, offset)
+            message = compat.to_message(consumer, tp, record)
             await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
             read_offset[tp] = offset
 
@@ -188,7 +187,7 @@ class BatchDrain:
         """
         size = sum(len(records) for records in batch.values())
         token = _InFlight(size)
-        consumer._unacked_messages.add(token)  # a rebalance now waits for this batch
+        compat.track_in_flight(consumer, token)  # a rebalance now waits for this batch
         started = time.perf_counter()
         try:
             settle = await self.handler(batch)
@@ -225,9 +224,7 @@ class BatchDrain:
 
     @staticmethod
     def _release(consumer: Any, token: _InFlight) -> None:
-        token.acked = True
-        consumer._unacked_messages.discard(token)
-        notify(consumer._waiting_for_ack)
+        compat.release_in_flight(consumer, token)
 
     def _check_settling(self) -> None:
         """Surface a failed delivery even when no new batch comes to await it."""
@@ -293,18 +290,4 @@ def split_batch(pending: Records, size: int) -> tuple[Records, Records]:
 
 def install(app: Any, drain: BatchDrain) -> None:
     """Route ``app``'s consumer fetches through ``drain``; other apps keep Faust's own loop."""
-    from faust.transport import consumer as faust_consumer
-
-    cls = faust_consumer.Consumer
-    original = getattr(cls, "_retention_original_drain", cls._drain_messages)
-
-    async def drain_messages(self: Any, fetcher: Any) -> None:
-        batch_drain = getattr(self.app, "_retention_batch_drain", None)
-        if batch_drain is None:
-            await original(self, fetcher)
-        else:
-            await batch_drain.run(self, fetcher)
-
-    cls._retention_original_drain = original
-    cls._drain_messages = drain_messages
-    app._retention_batch_drain = drain
+    compat.install_drain(app, drain.run)

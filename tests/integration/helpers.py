@@ -60,13 +60,18 @@ def metrics_url(settings: Settings) -> str:
 
 
 @contextmanager
-def running_worker(settings: Settings, log_path: Path, timeout_s: float = 90.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``retention worker`` and yield once it has partitions assigned."""
+def running_worker(
+    settings: Settings, log_path: Path, timeout_s: float = 90.0, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``retention worker`` and yield once it has partitions assigned.
+
+    ``extra_env`` adds variables the settings do not carry (test-only hooks).
+    """
     ensure_topics(settings)
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=worker_env(settings),
+            env={**worker_env(settings), **(extra_env or {})},
             cwd=REPO,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,243 @@
+"""Every use of a faust-streaming or aiokafka private name, in one place.
+
+The worker reaches beneath Faust's stream (``streams.batching``), into its table
+stores (``streams.app``) and into the aiokafka consumer it creates. Those names
+are not an API: they can change in any release. Keeping them here, behind plain
+functions, makes the surface one file to re-read on an upgrade, and the version
+check below makes a worker refuse a faust-streaming these patches were not tested
+on instead of misbehaving quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import weakref
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
+from importlib import metadata
+from typing import Any
+
+from faust.streams import _current_event
+from faust.types import TP
+from mode.utils.futures import notify
+
+__all__ = [
+    "FAUST_SUPPORTED",
+    "UnsupportedFaust",
+    "add_gap",
+    "as_current_event",
+    "buffered_partitions",
+    "cap_fetch_wait",
+    "check_faust_version",
+    "committed_offsets",
+    "hold_seek_for_tests",
+    "install_drain",
+    "next_records",
+    "read_offsets",
+    "release_in_flight",
+    "stop_flags",
+    "to_message",
+    "track_in_flight",
+    "use_fetched_highwaters",
+]
+
+#: The faust-streaming releases these patches were read against and tested on
+#: (keep in step with the pin in pyproject.toml).
+FAUST_SUPPORTED = ((0, 15, 3), (0, 16, 0))
+FAUST_SUPPORTED_TEXT = ">=0.15.3,<0.16"
+#: Test-only: seconds to hold every seek to the committed offsets after reading them.
+HOLD_SEEK_ENV = "TEST_RETENTION_HOLD_SEEK_S"
+
+
+class UnsupportedFaust(RuntimeError):
+    """The installed faust-streaming is outside the range these patches were tested on."""
+
+
+def _release(version: str) -> tuple[int, int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def check_faust_version(found: str | None = None) -> str:
+    """Return the installed faust-streaming version; raise if it is not a tested one.
+
+    A pre-release or local build of a supported release counts as that release.
+    """
+    if found is None:
+        try:
+            found = metadata.version("faust-streaming")
+        except metadata.PackageNotFoundError:
+            found = "none"
+    release = _release(found)
+    low, high = FAUST_SUPPORTED
+    if release is None or not low <= release < high:
+        msg = (
+            f"faust-streaming {found} is installed; this worker supports faust-streaming {FAUST_SUPPORTED_TEXT} "
+            "(it patches Faust internals tested only there)"
+        )
+        raise UnsupportedFaust(msg)
+    return found
+
+
+# -- Faust's current event (table stores pick the partition database from it) ------
+
+
+@contextlib.contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Run store access as if ``event`` (anything with ``.message.tp``) were being processed."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+# -- The consumer, as the batch drain uses it ----------------------------------------
+
+
+def read_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
+    """Per partition, the last offset read (set back by Faust's seek to the committed offsets)."""
+    return consumer._read_offset  # type: ignore[no-any-return]
+
+
+def committed_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
+    """Per partition, the offset Faust believes committed (its own bookkeeping, not the broker's)."""
+    return consumer._committed_offset  # type: ignore[no-any-return]
+
+
+def stop_flags(consumer: Any, fetcher: Any) -> tuple[Callable[[], bool], Callable[[], bool]]:
+    """Whether the consumer, and the fetcher service running the drain, are stopping."""
+    return consumer._stopped.is_set, fetcher._stopped.is_set
+
+
+def next_records(consumer: Any, timeout: float) -> Coroutine[Any, Any, tuple[Any, Any]]:
+    """Faust's fetch: (records by partition, partitions active when fetched)."""
+    return consumer._wait_next_records(timeout)  # type: ignore[no-any-return]
+
+
+def buffered_partitions(consumer: Any) -> set[TP]:
+    """Partitions Faust paused because a stream buffer filled (their records still count)."""
+    return consumer._buffered_partitions  # type: ignore[no-any-return]
+
+
+async def add_gap(consumer: Any, tp: TP, start: int, end: int) -> None:
+    """Tell Faust offsets ``start..end`` are missing from a topic it acknowledges itself."""
+    await consumer._add_gap(tp, start, end)
+
+
+def to_message(consumer: Any, tp: TP, record: Any) -> Any:
+    """A Faust message for a fetched record (Faust's own per-message path)."""
+    return consumer._to_message(tp, record)
+
+
+def track_in_flight(consumer: Any, token: Any) -> None:
+    """Count ``token`` among the consumer's unacknowledged messages: a rebalance waits for it."""
+    consumer._unacked_messages.add(token)
+
+
+def release_in_flight(consumer: Any, token: Any) -> None:
+    """Remove ``token`` from the unacknowledged messages and wake whoever waits for them."""
+    token.acked = True
+    consumer._unacked_messages.discard(token)
+    notify(consumer._waiting_for_ack)
+
+
+def install_drain(app: Any, run: Callable[[Any, Any], Coroutine[Any, Any, None]]) -> None:
+    """Route ``app``'s consumer fetches through ``run(consumer, fetcher)``.
+
+    The patch is on Faust's consumer class; other apps in the process keep Faust's own loop.
+    """
+    from faust.transport import consumer as faust_consumer
+
+    cls = faust_consumer.Consumer
+    original = getattr(cls, "_retention_original_drain", cls._drain_messages)
+
+    async def drain_messages(self: Any, fetcher: Any) -> None:
+        drain = getattr(self.app, "_retention_drain", None)
+        if drain is None:
+            await original(self, fetcher)
+        else:
+            await drain(self, fetcher)
+
+    cls._retention_original_drain = original
+    cls._drain_messages = drain_messages
+    app._retention_drain = run
+
+
+# -- aiokafka consumer settings and the embedded broker ------------------------------
+
+
+def cap_fetch_wait(max_wait_ms: int) -> None:
+    """Make Faust's consumer use our fetch wait instead of its hard-coded 1500 ms.
+
+    faust-streaming passes ``fetch_max_wait_ms=1500`` to aiokafka with no setting
+    to change it. A broker that holds a fetch until that wait runs out (the
+    embedded Tansu does) then adds up to 1.5 s to every event's latency.
+    """
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread_cls, "_retention_original_create", thread_cls._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms
+        return consumer
+
+    thread_cls._retention_original_create = original
+    thread_cls._create_worker_consumer = create_worker_consumer
+
+
+def use_fetched_highwaters(bootstrap: str) -> None:
+    """Make Faust's table recovery target the true end of each changelog partition.
+
+    Only for the embedded Tansu broker (``RETENTION_BROKER_KIND=tansu``): its wrong
+    ListOffsets answer would make Faust stop recovering a table after a few keys.
+    """
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streams.kafka import fetched_high_watermarks
+
+    async def highwaters(self: Any, partitions: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        found = await loop.run_in_executor(None, fetched_high_watermarks, bootstrap, pairs)
+        return {tp: found[(tp.topic, tp.partition)] for tp in partitions}
+
+    faust_aiokafka.AIOKafkaConsumerThread._highwaters = highwaters
+
+
+# -- Test-only hooks -----------------------------------------------------------------
+
+
+def hold_seek_for_tests(environ: MutableMapping[str, str] | None = None) -> float:
+    """With ``TEST_RETENTION_HOLD_SEEK_S`` set, hold each seek that found committed offsets
+    that long after reading them: the slow seek of issue 16, on every run. (A seek that
+    found nothing committed cannot race: Faust then keeps no committed offset to lower.)
+
+    Returns the hold in seconds (0: not installed). Never set it in production.
+    """
+    hold_s = float((os.environ if environ is None else environ).get(HOLD_SEEK_ENV) or 0)
+    if hold_s <= 0:
+        return 0.0
+    from faust.transport import consumer as faust_consumer
+
+    cls = faust_consumer.ThreadDelegateConsumer
+    original = getattr(cls, "_retention_original_seek_to_committed", cls.seek_to_committed)
+
+    async def seek_to_committed(self: Any) -> Any:
+        found = await original(self)
+        if not any(found.values()):
+            return found
+        self.log.warning("test hook %s: holding the seek to %r for %g s", HOLD_SEEK_ENV, dict(found), hold_s)
+        await asyncio.sleep(hold_s)
+        return found
+
+    cls._retention_original_seek_to_committed = original
+    cls.seek_to_committed = seek_to_committed
+    return hold_s
