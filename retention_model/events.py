@@ -110,10 +110,31 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
 
     @property
     def amount(self) -> float:
-        """Money value of the event: ``price`` × ``quantity`` (0 when no price)."""
-        if self.price is None:
+        """Money value of the event, from the one meaning ``price`` has for its type.
+
+        ``purchase``: ``price`` is the order total (``quantity`` counts its items);
+        ``cancel_order`` and ``return``: ``price`` is the amount cancelled or refunded;
+        ``view`` and cart events: ``price`` is the unit price, so the value is
+        ``price`` × ``quantity``. 0 when there is no price. Features, labels, the
+        simulator and ``retention convert`` all go through here.
+
+        Examples:
+            >>> Event("e1", "u1", EventType.PURCHASE, 1_700_000_000_000, price=100.0, quantity=5).amount
+            100.0
+            >>> Event("e2", "u1", EventType.ADD_TO_CART, 1_700_000_000_000, price=20.0, quantity=3).amount
+            60.0
+        """
+        price = self.price
+        if price is None:
             return 0.0
-        return self.price * (self.quantity if self.quantity is not None else 1)
+        if self.type in _PRICE_IS_TOTAL or self.quantity is None:
+            return price
+        return price * self.quantity
+
+
+#: Event types whose ``price`` is already the whole amount (an order total, a refund):
+#: ``quantity`` on them counts items and must not multiply it.
+_PRICE_IS_TOTAL: Final = frozenset({EventType.PURCHASE, EventType.CANCEL_ORDER, EventType.RETURN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +324,10 @@ def _decode(payload: bytes | bytearray | memoryview) -> Event | DecodeError | Un
         if isinstance(raw_quantity, DecodeError):
             return raw_quantity
         assert raw_quantity is not None
-        if raw_quantity != int(raw_quantity) or not 1 <= raw_quantity <= MAX_QUANTITY:
-            return DecodeError("invalid_value", f"quantity {raw_quantity} is not a whole number in 1..{MAX_QUANTITY}")
+        if raw_quantity != int(raw_quantity):
+            return DecodeError("invalid_value", f"quantity {raw_quantity:g} is not a whole number")
+        if not 1 <= raw_quantity <= MAX_QUANTITY:
+            return DecodeError("invalid_value", f"quantity {raw_quantity:g} is outside 1..{MAX_QUANTITY}")
         quantity = int(raw_quantity)
     rating = get("rating")
     if rating is not None:

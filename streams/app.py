@@ -835,6 +835,13 @@ def create_app(
         metrics.recovering.set(1 if recovery.in_recovery else 0)
         metrics.recovery_remaining.set(recovery.active_remaining_total() if recovery.in_recovery else 0)
         processor.report_breaker()
+        if not recovery.in_recovery:
+            # Recovered users count before their next event arrives (a restart read 0 until then).
+            if processor.count_users_exactly:
+                metrics.users_tracked.set(len(processor.states))
+            elif processor._count_users_after_rebalance:
+                processor._count_users_after_rebalance = False
+                metrics.users_tracked.set(len(processor.table))
 
     @app.page("/circuit/")
     class CircuitView(faust.web.View):

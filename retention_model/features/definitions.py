@@ -18,6 +18,8 @@ __all__ = [
     "DERIVED_FEATURES",
     "FEATURE_CODE_VERSION",
     "FEATURE_NAMES",
+    "FORMULA_CHANGES",
+    "FORMULA_REVISION",
     "HALF_LIVES_DAYS",
     "SIGNALS",
     "Signal",
@@ -117,9 +119,15 @@ def _feature_names() -> tuple[str, ...]:
 FEATURE_NAMES: Final = _feature_names()
 
 
-#: Bump when a formula in ``state.py`` or ``derive.py`` changes meaning without a
-#: change of name, so that old bundles are refused instead of silently skewed.
-FORMULA_REVISION: Final = 2
+#: Bump when a formula in ``state.py`` or ``derive.py`` (or a measure such as
+#: :attr:`Event.amount`) changes meaning without a change of name, so that old
+#: bundles are refused instead of silently skewed; say what changed below.
+FORMULA_REVISION: Final = 3
+
+#: What each revision changed: a refused bundle is told why it no longer fits.
+FORMULA_CHANGES: Final = {
+    3: "a purchase's spend is its price, the order total (it was price x quantity), in every spend feature",
+}
 
 
 def _spec_text(signal: Signal) -> str:

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from retention_model.errors import BundleError, FeatureSpecMismatchError
-from retention_model.features.definitions import FEATURE_CODE_VERSION, FEATURE_NAMES
+from retention_model.features.definitions import (
+    FEATURE_CODE_VERSION,
+    FEATURE_NAMES,
+    FORMULA_CHANGES,
+    FORMULA_REVISION,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -44,6 +49,7 @@ HOW_TO_BUILD = (
     "`retention train --events data/sim.jsonl --registry registry/`, or point "
     "RETENTION_MODEL_PATH at an existing bundle"
 )
+HOW_TO_RETRAIN = "`retention train --events LOG --registry DIR`; the bundled model: `make model`"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class BundleMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Formula revision of the feature code it was trained on (None: a bundle older
+    #: than revision 3, which did not record it).
+    formula_revision: int | None = None
 
     @property
     def model_file(self) -> Path:
@@ -131,6 +140,7 @@ def read_bundle_meta(path: str | Path) -> BundleMeta:
             metrics=raw.get("metrics", {}),
             training_data=raw.get("training_data", {}),
             extras=raw.get("extras", {}),
+            formula_revision=int(raw["formula_revision"]) if "formula_revision" in raw else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"{meta_file} is malformed ({type(exc).__name__}: {exc}); {HOW_TO_BUILD}"
@@ -149,14 +159,26 @@ def check_feature_spec(meta: BundleMeta) -> None:
     extra = [n for n in meta.feature_names if n not in FEATURE_NAMES]
     problems = []
     if meta.feature_code_version != FEATURE_CODE_VERSION:
-        problems.append(f"feature code version {meta.feature_code_version!r} != running {FEATURE_CODE_VERSION!r}")
+        problem = f"feature code version {meta.feature_code_version!r} != running {FEATURE_CODE_VERSION!r}"
+        changes = [
+            f"revision {revision}: {text}"
+            for revision, text in sorted(FORMULA_CHANGES.items())
+            if meta.formula_revision is None or meta.formula_revision < revision <= FORMULA_REVISION
+        ]
+        if changes:
+            trained = "an older revision" if meta.formula_revision is None else f"revision {meta.formula_revision}"
+            problem += f" (it was trained on {trained}; since then {'; '.join(changes)})"
+        problems.append(problem)
     if missing:
         problems.append(f"features the bundle lacks: {', '.join(missing)}")
     if extra:
         problems.append(f"features the code no longer has: {', '.join(extra)}")
     if not missing and not extra and meta.feature_names != FEATURE_NAMES:
         problems.append("same features in a different order")
-    msg = f"bundle {meta.path} does not match the running feature code: {'; '.join(problems)}. Retrain it."
+    msg = (
+        f"bundle {meta.path} does not match the running feature code: {'; '.join(problems)}. "
+        f"Its inputs would mean something else: retrain it ({HOW_TO_RETRAIN})"
+    )
     raise FeatureSpecMismatchError(msg)
 
 
@@ -185,6 +207,7 @@ def write_bundle(
         body: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             "feature_code_version": FEATURE_CODE_VERSION,
+            "formula_revision": FORMULA_REVISION,
             "feature_names": list(FEATURE_NAMES),
             "normalisation": {
                 "transform": "signed_log1p_then_zscore",

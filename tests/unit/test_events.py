@@ -58,9 +58,22 @@ def test_unknown_type_is_reported_not_dead_lettered() -> None:
     assert decoded == UnknownEventType("wishlist_add", "u1")
 
 
-def test_amount_is_price_times_quantity() -> None:
+def test_amount_of_a_purchase_is_its_price_and_of_a_cart_event_price_times_quantity() -> None:
+    # A purchase's price is the order total (issue 20); a cart event's is a unit price.
     decoded = decode_event(payload(type="purchase", price=10.0, quantity=3))
+    assert isinstance(decoded, Event) and decoded.amount == 10.0
+    decoded = decode_event(payload(type="add_to_cart", price=10.0, quantity=3))
     assert isinstance(decoded, Event) and decoded.amount == 30.0
+
+
+@pytest.mark.parametrize(
+    ("quantity", "detail"),
+    [(74215.0, "quantity 74215 is outside 1..10000"), (2.5, "quantity 2.5 is not a whole number")],
+)
+def test_a_bad_quantity_says_which_rule_it_breaks(quantity: float, detail: str) -> None:
+    # Issue 20: a whole 74215.0 was reported as "not a whole number in 1..10000".
+    decoded = decode_event(payload(quantity=quantity))
+    assert isinstance(decoded, DecodeError) and decoded.detail == detail
 
 
 @pytest.mark.parametrize(
