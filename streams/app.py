@@ -46,6 +46,7 @@ from retention_model.policy.policy import tier_for
 from retention_model.scoring import build_features, describe_user, finish_batch
 from streams import batching, compat
 from streams.batching import Records
+from streams.commits import DeliveredOffsets
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
 from streams.output import OutputProducer
@@ -604,23 +605,24 @@ class BatchProcessor:
             metrics.silence_rescored.inc(silenced)
         self._awaiting_delivery.extend(seen for seen in scoring.seen_s if seen is not None)
 
-    def watch_commits(self, consumer: Any) -> None:
+    def watch_commits(self, consumer: Any, commits: DeliveredOffsets) -> None:
         """Export how far each partition's commit trails what was processed; warn when stuck.
 
-        After a rebalance Faust has been seen to keep processing a moved partition
-        while never committing it again, so every restart would re-read more. State
-        stays exact (per-user offsets) and re-sent outputs keep their ids, but the
-        growing re-read must not be silent: ``retention_uncommitted_records`` shows it
-        and the ``RetentionCommitsStuck`` alert fires on it.
+        Commits come from the delivered-up-to offsets (``streams.commits``) and count as
+        made when the broker confirms them. Should a partition's commit still stop
+        moving (a broker refusing commits, a bug), every restart would re-read more.
+        State stays exact (per-user offsets) and re-sent outputs keep their ids, but
+        the growing re-read must not be silent: ``retention_uncommitted_records`` shows
+        it and the ``RetentionCommitsStuck`` alert fires on it.
         """
         assignment = consumer.assignment()
-        for tp, (_, offset) in list(self.processed.items()):
+        for tp, (first, offset) in list(self.processed.items()):
             if tp not in assignment:
                 self.processed.pop(tp, None)
                 self._commit_seen.pop(tp, None)
                 continue
-            committed = compat.committed_offsets(consumer).get(tp)
-            behind = offset + 1 - (committed or 0)
+            committed = commits.committed(tp)
+            behind = offset + 1 - (first if committed is None else committed)
             self.metrics.uncommitted_records.labels(str(tp.partition)).set(max(0, behind))
             if behind <= 0:
                 self._commit_seen.pop(tp, None)
@@ -861,7 +863,7 @@ def create_app(
     @app.timer(COMMIT_WATCH_S)
     async def watch_commits() -> None:
         if not app.rebalancing:
-            processor.watch_commits(app.consumer)
+            processor.watch_commits(app.consumer, drain.offsets)
 
     if settings.model_reload_s > 0:
 
@@ -882,7 +884,8 @@ def create_app(
         processor.consumer = app.consumer
         return await processor.process(batch)
 
-    batching.install(app, batching.BatchDrain(settings.events_topic, handle, sizer))
+    drain = batching.BatchDrain(settings.events_topic, handle, sizer)
+    batching.install(app, drain)  # the events topic commits from drain.offsets from now on
 
     @app.timer(5.0)
     async def report_batch_size() -> None:

@@ -4,19 +4,21 @@ Faust turns every fetched record into a message, an event, a queue entry and a
 trip through its stream iterator (a task per record to race the flow-control
 flag): about 8,000 events/s on two cores whatever the agent does. The records
 arrive from aiokafka in lists per partition already, so for the events topic
-this drain hands those lists to the worker as they are, and tells Faust's
-offset bookkeeping about a whole processed range at once.
+this drain hands those lists to the worker as they are, and marks each
+partition delivered up to the end of a whole batch at once.
 
 Faust keeps everything else: the consumer and its group membership, partition
 assignment and rebalances, the tables, their changelogs and recovery (changelog
-records still take Faust's own per-record path), commits, timers and the web
-server. Three contracts with it are kept explicitly:
+records still take Faust's own per-record path), the commit timer, timers and
+the web server. What the events topic commits is the worker's own
+(``streams.commits``: one delivered-up-to offset per partition and generation,
+not Faust's per-offset ack lists). Three contracts with Faust are kept explicitly:
 
 * a batch in flight is registered with the consumer's set of unacknowledged
   messages, so a rebalance waits for it before committing (``wait_empty``);
-* offsets are acknowledged only after the batch's outputs are delivered, and a
-  batch that spans a rebalance acknowledges nothing (it is re-read, and the
-  per-user source offsets in the state make the replay a no-op);
+* partitions are marked delivered only after the batch's outputs are delivered,
+  in batch order, and a batch that spans a rebalance marks nothing (it is
+  re-read, and the per-user source offsets in the state make the replay a no-op);
 * records fetched while flow is stopped, or under an older consumer generation,
   are dropped unprocessed: Faust seeks back to the committed offsets.
 """
@@ -30,10 +32,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.types import TP
-from faust.types.tuples import ack_lock
 
 from retention_model.batching import AdaptiveBatchSize
 from streams import compat
+from streams.commits import DeliveredOffsets
 
 __all__ = ["BatchDrain", "Records", "install", "split_batch"]
 
@@ -67,8 +69,8 @@ class BatchDrain:
         self.topic = topic
         self.handler = handler
         self.sizer = sizer
-        #: Per partition, the first offset not yet acknowledged by this drain.
-        self._ack_from: dict[TP, int] = {}
+        #: Per partition, delivered up to (what the events topic commits).
+        self.offsets = DeliveredOffsets(topic)
         self._generation: int | None = None
         #: Delivery and acknowledgement of the last dispatched batch.
         self._settling: asyncio.Future[None] | None = None
@@ -103,8 +105,8 @@ class BatchDrain:
                 generation = app.consumer_generation_id
                 if generation != self._generation or not consumer.flow_active:
                     # Rebalancing or rebalanced: what was gathered is re-read from the commits.
+                    self._drop(pending)
                     pending, count = {}, 0
-                    self._ack_from.clear()
                     self._behind.clear()
                     self._generation = generation
                     if not consumer.flow_active:
@@ -113,6 +115,8 @@ class BatchDrain:
                         continue
                 for tp, tp_records in (records or {}).items():
                     if active is not None and tp not in active and tp not in compat.buffered_partitions(consumer):
+                        if tp.topic == self.topic:
+                            self._drop({tp: tp_records})
                         continue
                     highwater = consumer.highwater(tp)
                     track_end(tp, highwater)
@@ -216,11 +220,23 @@ class BatchDrain:
                 await asyncio.shield(previous)  # in order: never acknowledge past an undelivered batch
             await settle()
             if consumer.app.consumer_generation_id == generation:
-                self._acknowledge(consumer, batch)
+                self.offsets.delivered(generation, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         finally:
             self._release(consumer, token)
         if started is not None:
             self.sizer.observe(sum(len(r) for r in batch.values()), time.perf_counter() - started)
+
+    def _drop(self, records: Records) -> None:
+        """Records dropped unprocessed: no commit of this generation may pass them.
+
+        (A rebalance follows and the next generation re-reads them from the commits;
+        until then, or should it not come, the gap is never committed over.)
+        """
+        if self._generation is None:
+            return
+        for tp, tp_records in records.items():
+            if tp_records:
+                self.offsets.dropped(self._generation, tp, tp_records[0].offset)
 
     @staticmethod
     def _release(consumer: Any, token: _InFlight) -> None:
@@ -233,24 +249,6 @@ class BatchDrain:
             exc = settling.exception()
             if exc is not None:
                 raise exc
-
-    def _acknowledge(self, consumer: Any, batch: Records) -> None:
-        """Tell Faust every offset up to each partition's last record is done, gaps included."""
-        with ack_lock:
-            for tp, records in batch.items():
-                last = records[-1].offset
-                committed = consumer._committed_offset[tp]
-                start = self._ack_from.get(tp)
-                if start is None:
-                    start = committed if committed is not None and committed <= records[0].offset else records[0].offset
-                if committed is not None:
-                    start = max(start, committed)
-                index = consumer._acked_index[tp]
-                new = [o for o in range(start, last + 1) if o not in index] if index else range(start, last + 1)
-                consumer._acked[tp].extend(new)
-                index.update(new)
-                consumer._n_acked += len(new)
-                self._ack_from[tp] = last + 1
 
 
 def _produced_s(record: Any) -> float:
@@ -289,5 +287,7 @@ def split_batch(pending: Records, size: int) -> tuple[Records, Records]:
 
 
 def install(app: Any, drain: BatchDrain) -> None:
-    """Route ``app``'s consumer fetches through ``drain``; other apps keep Faust's own loop."""
+    """Route ``app``'s consumer fetches through ``drain``, and commit the events topic from
+    its delivered-up-to offsets; other apps keep Faust's own loop and commits."""
     compat.install_drain(app, drain.run)
+    compat.install_commits(app, drain.offsets)

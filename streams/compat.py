@@ -23,6 +23,8 @@ from faust.streams import _current_event
 from faust.types import TP
 from mode.utils.futures import notify
 
+from streams.commits import DeliveredOffsets
+
 __all__ = [
     "FAUST_SUPPORTED",
     "UnsupportedFaust",
@@ -31,8 +33,8 @@ __all__ = [
     "buffered_partitions",
     "cap_fetch_wait",
     "check_faust_version",
-    "committed_offsets",
     "hold_seek_for_tests",
+    "install_commits",
     "install_drain",
     "next_records",
     "read_offsets",
@@ -105,11 +107,6 @@ def read_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
     return consumer._read_offset  # type: ignore[no-any-return]
 
 
-def committed_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
-    """Per partition, the offset Faust believes committed (its own bookkeeping, not the broker's)."""
-    return consumer._committed_offset  # type: ignore[no-any-return]
-
-
 def stop_flags(consumer: Any, fetcher: Any) -> tuple[Callable[[], bool], Callable[[], bool]]:
     """Whether the consumer, and the fetcher service running the drain, are stopping."""
     return consumer._stopped.is_set, fetcher._stopped.is_set
@@ -167,6 +164,64 @@ def install_drain(app: Any, run: Callable[[Any, Any], Coroutine[Any, Any, None]]
     cls._retention_original_drain = original
     cls._drain_messages = drain_messages
     app._retention_drain = run
+
+
+def install_commits(app: Any, offsets: DeliveredOffsets) -> None:
+    """Commit ``offsets.topic`` from the worker's delivered-up-to marks, not Faust's ack lists.
+
+    Faust's commit machinery stays (its timer, the commit before a rebalance and at
+    shutdown, one commit at a time, the producer flush before it); only where the events
+    topic's offsets come from changes, and what counts as committed: the broker's
+    answer, not Faust's ``_committed_offset``, which a seek may lower and which 0.15.3
+    sets even when the commit failed. Other topics keep Faust's own bookkeeping.
+    """
+    from faust.transport import consumer as faust_consumer
+
+    cls = faust_consumer.Consumer
+    originals = cls.__dict__.get("_retention_original_commit_path")
+    if originals is None:
+        originals = (cls._filter_tps_with_pending_acks, cls._filter_committable_offsets, cls._commit_offsets)
+        cls._retention_original_commit_path = originals
+    pending_tps, committable, commit_offsets = originals
+
+    def ours(self: Any) -> DeliveredOffsets | None:
+        return getattr(self.app, "_retention_commits", None)
+
+    def filter_tps_with_pending_acks(self: Any, topics: Any = None) -> Iterator[TP]:
+        own = ours(self)
+        if own is None:
+            return pending_tps(self, topics)  # type: ignore[no-any-return]
+        tps = [tp for tp in pending_tps(self, topics) if tp.topic != own.topic]
+        for tp in own.to_commit(self.app.consumer_generation_id):
+            if topics is None or tp in topics or tp.topic in topics:
+                tps.append(tp)
+        return iter(tps)
+
+    def filter_committable_offsets(self: Any, tps: Any) -> dict[TP, int]:
+        own = ours(self)
+        if own is None:
+            return committable(self, tps)  # type: ignore[no-any-return]
+        tps = list(tps)
+        found: dict[TP, int] = committable(self, [tp for tp in tps if tp.topic != own.topic])
+        delivered = own.to_commit(self.app.consumer_generation_id)
+        found.update({tp: delivered[tp] for tp in tps if tp in delivered})
+        return found
+
+    async def commit_offsets_(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        own = ours(self)
+        if own is None:
+            return await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)  # type: ignore[no-any-return]
+        generation = self.app.consumer_generation_id
+        assignment = self.assignment()
+        did_commit: bool = await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
+        if did_commit:
+            own.confirmed(generation, {tp: offset for tp, offset in offsets.items() if tp in assignment})
+        return did_commit
+
+    cls._filter_tps_with_pending_acks = filter_tps_with_pending_acks
+    cls._filter_committable_offsets = filter_committable_offsets
+    cls._commit_offsets = commit_offsets_
+    app._retention_commits = offsets
 
 
 # -- aiokafka consumer settings and the embedded broker ------------------------------
