@@ -7,11 +7,15 @@ builtin exception callers already catch, so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnavailableError",
     "BundleError",
+    "EventLogError",
     "FeatureSpecMismatchError",
     "NotLoadedError",
+    "PortInUseError",
     "RetentionError",
     "SettingsError",
+    "TrainingDataError",
 ]
 
 
@@ -33,3 +37,19 @@ class FeatureSpecMismatchError(BundleError):
 
 class NotLoadedError(RetentionError, AttributeError):
     """A model wrapper was used before :meth:`load` was called."""
+
+
+class BrokerUnavailableError(RetentionError, ConnectionError):
+    """No Kafka broker answered within the wait a command allows (exit code 3)."""
+
+
+class PortInUseError(RetentionError, OSError):
+    """A port the worker must listen on is taken by another process."""
+
+
+class EventLogError(RetentionError, ValueError):
+    """A row of an event log breaks the schema (``--skip-invalid`` counts such rows instead)."""
+
+
+class TrainingDataError(RetentionError, ValueError):
+    """An event log cannot give what training or an evaluation asked of it (too short, one class, ...)."""

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retention_model.errors import BundleError, RetentionError, SettingsError
-from streams.settings import BUNDLED_MODEL, Settings, add_settings_flags, settings_table
+from retention_model.errors import BrokerUnavailableError, BundleError, RetentionError, SettingsError
+from streams.settings import BUNDLED_MODEL, Settings, add_settings_flags, settings_table, settings_text
 
 if TYPE_CHECKING:
     from retention_model.events import Event
@@ -48,7 +48,15 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from streams.kafka import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port, host=args.host).start()
-    print(f"embedded Kafka-protocol broker (Tansu) listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    print(
+        f"embedded Kafka-protocol broker (Tansu) listening on {broker.bootstrap}, in memory; Ctrl-C stops it\n"
+        "In another terminal:\n"
+        f"  export RETENTION_BROKER={broker.bootstrap}\n"
+        "  retention worker          # recognises the embedded broker and sets itself up for it\n"
+        "  retention simulate --users 400 --days 90 --rate 2000 --live\n"
+        "  retention tail scores     # or: decisions, coupons, recommendations, dlq, events",
+        flush=True,
+    )
     stopping = False
 
     def stop(*_: object) -> None:
@@ -68,10 +76,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create the topics the worker uses (existing ones are kept)."""
-    from streams.kafka import client_config, ensure_topics, wait_for_broker
+    from streams.kafka import ensure_topics
+    from streams.preflight import check_events_topic, require_broker
 
     settings = _settings(args)
-    wait_for_broker(",".join(settings.broker_list), timeout_s=args.wait_s, config=client_config(settings))
+    require_broker(settings, args.broker_wait_s)
+    check_events_topic(settings)
     created = ensure_topics(settings)
     print(f"created: {', '.join(created) if created else 'nothing (all topics exist)'}")
     return 0
@@ -81,16 +91,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run the Faust worker."""
     settings = _settings(args)
     _setup_logging(settings.log_level)
-    return run_worker(settings, broker_wait_s=args.broker_wait_s)
+    explicit = "RETENTION_SESSION_TIMEOUT_S" in os.environ or getattr(args, "session_timeout_s", None) is not None
+    return run_worker(settings, broker_wait_s=args.broker_wait_s, session_timeout_set=explicit)
 
 
-def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
-    """Load the model, wait for the broker, create topics, then run Faust until stopped."""
+def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeout_set: bool = True) -> int:
+    """Check ports and the broker, load the model, create topics, then run Faust until stopped.
+
+    The cheap checks come first: a busy port or a missing broker is reported in
+    seconds, before TensorFlow and the model load (~18 s).
+    """
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from retention_model.model.scorer import ChurnModel
     from streams import metrics as metrics_module
-    from streams.kafka import client_config, ensure_topics, wait_for_broker
+    from streams.kafka import ensure_topics
+    from streams.preflight import adapt_to_broker, check_events_topic, check_ports, require_broker
 
     if settings.store.startswith("rocksdb") and importlib.util.find_spec("rocksdict") is None:
         print(
@@ -99,6 +114,14 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
             file=sys.stderr,
         )
         return 2
+    check_ports(settings)
+    bootstrap = ",".join(settings.broker_list)
+    cluster_id = require_broker(settings, broker_wait_s)
+    settings = adapt_to_broker(settings, cluster_id, session_timeout_set=session_timeout_set)
+    check_events_topic(settings)
+    _quiet_tensorflow(settings)
+    from retention_model.model.scorer import ChurnModel
+
     try:
         model = ChurnModel(settings.model_path, device=settings.model_device).load()  # type: ignore[arg-type]
         shadow = (
@@ -109,21 +132,6 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     except BundleError as exc:
         print(f"retention worker: cannot start: {exc}", file=sys.stderr)
         return 2
-    bootstrap = ",".join(settings.broker_list)
-    try:
-        wait_for_broker(
-            bootstrap,
-            config=client_config(settings),
-            timeout_s=broker_wait_s,
-            on_wait=lambda: log.warning("waiting for a Kafka broker at %s (up to %gs)", bootstrap, broker_wait_s),
-        )
-    except TimeoutError as exc:
-        print(
-            f"retention worker: cannot start: {exc}. Start a broker (`retention broker`) or set "
-            "RETENTION_BROKER to your cluster's bootstrap servers.",
-            file=sys.stderr,
-        )
-        return 3
     created = ensure_topics(settings)
     if created:
         log.info("created topics: %s", ", ".join(created))
@@ -153,6 +161,17 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0) -> int:
     )
     worker.execute_from_commandline()
     return 0
+
+
+def _quiet_tensorflow(settings: Settings) -> None:
+    """Keep TensorFlow's C++ start-up chatter (and its CUDA probe on a machine without a GPU) out of the log."""
+    no_gpu = not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia").exists()
+    if settings.model_device == "cpu" or no_gpu:
+        # "failed call to cuInit" is logged as an error on every CPU start; level 3 keeps it
+        # out (Python-level errors still raise). With a GPU, its errors stay visible.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _stamped_now(events: Iterator[Event]) -> Iterator[Event]:
@@ -217,9 +236,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 n += 1
         print(f"wrote {n} records to {out}")
         return 0
+    from streams.kafka import ensure_topics
+    from streams.preflight import check_events_topic, require_broker
     from streams.producer import produce_records
 
     settings = _settings(args)
+    require_broker(settings, args.broker_wait_s)
+    check_events_topic(settings)
+    created = ensure_topics(settings)  # with the worker's partition count, before any record goes out
+    if created:
+        print(f"created topics ({settings.partitions} partitions): {', '.join(created)}")
     counts = produce_records(settings, records, rate=args.rate)
     print(f"produced {sum(counts.values())} records to {settings.events_topic}: {dict(counts)}")
     return 0
@@ -315,6 +341,16 @@ def cmd_evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_broker_wait(p: argparse.ArgumentParser, default: float = 10.0) -> None:
+    """How long a tool waits for the broker before it gives up with one line (exit 3)."""
+    p.add_argument(
+        "--broker-wait-s",
+        type=float,
+        default=default,
+        help=f"how long to wait for the broker before giving up, in s (default {default:g})",
+    )
+
+
 def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     """Label horizon, epochs and seed: the same for training and for the sequence comparison."""
     p.add_argument("--horizon-days", type=int, default=30)
@@ -347,8 +383,10 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
 
     if args.from_kafka:
         from streams.kafka import read_topic_values
+        from streams.preflight import require_broker
 
         settings = _settings(args)
+        require_broker(settings, args.broker_wait_s)
         decisions = [orjson.loads(v) for v in read_topic_values(settings, settings.decisions_topic)]
         events = [
             e for e in map(decode_event, read_topic_values(settings, settings.events_topic)) if isinstance(e, Event)
@@ -369,8 +407,16 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Scores or decisions to JSONL, user ids optionally pseudonymised with a key."""
     from streams.export import export_records
+    from streams.preflight import require_broker
 
     settings = _settings(args)
+    if args.pseudonymise and not settings.export_key:
+        print(
+            "retention export: --pseudonymise needs a key: set RETENTION_EXPORT_KEY or RETENTION_EXPORT_KEY_FILE",
+            file=sys.stderr,
+        )
+        return 2
+    require_broker(settings, args.broker_wait_s)
     topic = settings.scores_topic if args.what == "scores" else settings.decisions_topic
     try:
         n = export_records(settings, topic, args.out, pseudonymised=args.pseudonymise)
@@ -385,8 +431,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List dead letters by reason, export them, or re-publish fixed ones."""
     from streams.dlq import export_dead_letters, read_dead_letters, republish, summarise
+    from streams.preflight import require_broker
 
     settings = _settings(args)
+    require_broker(settings, args.broker_wait_s)
     if args.action == "republish":
         if not args.file:
             print(
@@ -448,8 +496,12 @@ def cmd_settings(args: argparse.Namespace) -> int:
             value = getattr(settings, name)
             shown = ("***" if value else "") if name in SECRETS else value
             print(f"RETENTION_{name.upper()}={shown}")
-    else:
+    elif args.markdown:
         print(settings_table())
+    else:
+        import shutil
+
+        print(settings_text(width=min(100, shutil.get_terminal_size((100, 24)).columns)))
     return 0
 
 
@@ -477,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
             "partitions",
         ),
     )
-    p.add_argument("--wait-s", type=float, default=30.0)
+    _add_broker_wait(p)
     p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("worker", help="run the stream worker")
@@ -501,7 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--treatment-log", help="also write a randomised coupon campaign on these users (JSONL, for uplift training)"
     )
-    add_settings_flags(p, ("broker", "events_topic", "partitions"))
+    add_settings_flags(p, ("broker", "events_topic", "partitions", "app_id"))
+    _add_broker_wait(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="train a churn model bundle from an event log")
@@ -558,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon-days", type=int, default=30)
     p.add_argument("--out", default="effect-report", help="folder for effect.md, effect.json, effect.png")
     add_settings_flags(p, ("broker", "events_topic", "decisions_topic"))
+    _add_broker_wait(p)
     p.set_defaults(func=cmd_report_effect)
 
     p = sub.add_parser("demo", help="run everything on the embedded broker with simulated traffic")
@@ -572,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="only dead letters with this reason")
     p.add_argument("--file", help="JSONL file to export to, or to re-publish from")
     add_settings_flags(p, ("broker", "dlq_topic", "events_topic"))
+    _add_broker_wait(p)
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("export", help="export scores or decisions to JSONL, optionally pseudonymised")
@@ -581,14 +636,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pseudonymise", action="store_true", help="replace user ids by HMAC-SHA256 with RETENTION_EXPORT_KEY"
     )
     add_settings_flags(p, ("broker", "scores_topic", "decisions_topic"))
+    _add_broker_wait(p)
     p.set_defaults(func=cmd_export)
 
     from streams.circuit import register as register_circuit
+    from streams.tail import register as register_tail
 
     register_circuit(sub)
+    register_tail(sub)
 
     p = sub.add_parser("settings", help="print the settings table")
     p.add_argument("--effective", action="store_true", help="print the values in effect instead")
+    p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     add_settings_flags(p)
     p.set_defaults(func=cmd_settings)
     return parser
@@ -603,8 +662,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"retention {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnavailableError as exc:
+        print(f"retention {args.command}: {exc}", file=sys.stderr)
+        return 3
     except RetentionError as exc:
         print(f"retention {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        # An input a person named is missing or unreadable: say which, no traceback.
+        print(f"retention {args.command}: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

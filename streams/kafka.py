@@ -153,8 +153,8 @@ def wait_for_broker(
     timeout_s: float = 30.0,
     on_wait: Callable[[], None] | None = None,
     config: dict[str, Any] | None = None,
-) -> None:
-    """Block until the cluster answers a metadata request, or raise TimeoutError."""
+) -> str:
+    """Block until the cluster answers a metadata request, or raise TimeoutError; return its cluster id."""
     deadline = time.monotonic() + timeout_s
     admin = AdminClient(
         {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000, "log_level": 0, **(config or {})}
@@ -162,8 +162,8 @@ def wait_for_broker(
     warned = False
     while True:
         try:
-            admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
-            return
+            metadata = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return str(metadata.cluster_id or "")
         except KafkaException:
             if time.monotonic() >= deadline:
                 msg = f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s"

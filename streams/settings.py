@@ -18,7 +18,7 @@ from typing import Any
 from retention_model.errors import SettingsError
 from retention_model.policy.config import PolicyConfig, PolicyFileError, load_policy
 
-__all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "settings_table"]
+__all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "settings_table", "settings_text"]
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "retention_model" / "bundled"
 ENV_PREFIX = "RETENTION_"
@@ -36,7 +36,9 @@ class Settings:
 
     broker: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port")
     broker_kind: str = _setting(
-        "kafka", "What the broker is: tansu turns on fixes for the embedded broker", choices=("kafka", "tansu")
+        "kafka",
+        "What the broker is: tansu turns on fixes for the embedded broker (the worker detects it by itself)",
+        choices=("kafka", "tansu"),
     )
     security_protocol: str = _setting(
         "PLAINTEXT", "How clients talk to Kafka", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -221,8 +223,16 @@ class Settings:
         """Read ``RETENTION_*`` variables, then apply explicit overrides (CLI flags)."""
         known = {f"{ENV_PREFIX}{spec.name.upper()}": spec for spec in fields(cls)}
         values: dict[str, Any] = {}
+        secret_files = {f"{ENV_PREFIX}{name.upper()}_FILE": name for name in SECRETS}
         for name, raw in environ.items():
             if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
+                continue
+            if name in secret_files:  # a secret from a file (a mounted Kubernetes or Docker secret)
+                try:
+                    values[secret_files[name]] = Path(raw).read_text().rstrip("\r\n")
+                except OSError as exc:
+                    msg = f"{name}: cannot read {raw}: {exc.strerror}"
+                    raise SettingsError(msg) from None
                 continue
             spec = known.get(name)
             if spec is None and name in _MOVED_TO_POLICY_FILE:
@@ -301,9 +311,13 @@ def _convert(spec: dataclasses.Field[Any], raw: str) -> Any:
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
-    """Add a ``--flag`` per setting (all, or those named); defaults come from the environment."""
+    """Add a ``--flag`` per setting (all, or those named); defaults come from the environment.
+
+    Secrets get no flag: a command line shows in ``ps`` and shell history. They come
+    from ``RETENTION_<NAME>`` or a file named by ``RETENTION_<NAME>_FILE``.
+    """
     for spec in fields(Settings):
-        if names is not None and spec.name not in names:
+        if (names is not None and spec.name not in names) or spec.name in SECRETS:
             continue
         kind = {"int": int, "float": float}.get(str(spec.type), str)
         parser.add_argument(
@@ -321,8 +335,26 @@ def settings_table() -> str:
     for spec in fields(Settings):
         default = spec.default if spec.name != "model_path" else "the bundled model"
         default = "" if spec.name in SECRETS else default
+        flag = (
+            f"`--{spec.name.replace('_', '-')}`"
+            if spec.name not in SECRETS
+            else f"none: or `RETENTION_{spec.name.upper()}_FILE`"
+        )
         lines.append(
-            f"| `RETENTION_{spec.name.upper()}` | `--{spec.name.replace('_', '-')}` | `{default}` | "
-            f"{_allowed(spec)} | {spec.metadata['help']} |"
+            f"| `RETENTION_{spec.name.upper()}` | {flag} | `{default}` | {_allowed(spec)} | {spec.metadata['help']} |"
         )
     return "\n".join(lines)
+
+
+def settings_text(width: int = 100) -> str:
+    """The settings for a terminal: one block per setting, wrapped to ``width``."""
+    import textwrap
+
+    blocks = []
+    for spec in fields(Settings):
+        default = "the bundled model" if spec.name == "model_path" else spec.default
+        flag = "(no flag: secret)" if spec.name in SECRETS else f"--{spec.name.replace('_', '-')}"
+        head = f"RETENTION_{spec.name.upper()}  {flag}  default: {'' if spec.name in SECRETS else repr(default)}"
+        body = f"{spec.metadata['help']}. Allowed: {_allowed(spec)}."
+        blocks.append(head + "\n" + textwrap.fill(body, width=width, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(blocks)
