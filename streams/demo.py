@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def run_demo(
 
     broker = broker or os.environ.get("RETENTION_BROKER")
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
+    succeeded = False
     embedded: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
     reader: OutputCounter | None = None
@@ -225,6 +227,7 @@ def run_demo(
         _print_summary(out, summary, reader, settings)
         if summary_json:
             Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        succeeded = True
         return 0
     except KeyboardInterrupt:
         print("\n[demo] interrupted; stopping", file=out)
@@ -235,6 +238,8 @@ def run_demo(
         _stop_process(worker)
         if embedded is not None:
             embedded.stop()
+        if succeeded:  # a failed run keeps its logs, named in the message above
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _print_progress(
@@ -283,18 +288,76 @@ def _summary(
             action: int(metric_sum(samples, "retention_decisions_total", action=action))
             for action in ("sent", "held_out", "suppressed")
         },
+        "decision_rules": {
+            rule: int(value)
+            for rule, value in sorted(
+                Counter(
+                    {
+                        lab["rule"]: metric_sum(samples, "retention_decision_rules_total", rule=lab["rule"])
+                        for lab, _ in samples.get("retention_decision_rules_total", [])
+                    }
+                ).items()
+            )
+        },
+        "tiers": {
+            tier: int(metric_sum(samples, "retention_scores_total", tier=tier)) for tier in ("low", "medium", "high")
+        },
+        "holdout_share": _share(
+            metric_sum(samples, "retention_decisions_total", action="held_out"),
+            metric_sum(samples, "retention_decisions_total", action="sent")
+            + metric_sum(samples, "retention_decisions_total", action="held_out"),
+        ),
         "latency_ms_p50": ms(0.5),
         "latency_ms_p99": ms(0.99),
+        "latency_target_ms": settings.latency_target_ms,
         "model_version": versions[0] if versions else None,
     }
 
 
+def _share(part: float, whole: float) -> float | None:
+    return round(part / whole, 3) if whole else None
+
+
 def _print_summary(out: Any, summary: dict[str, Any], reader: OutputCounter, settings: Settings) -> None:
+    """The run in a few readable lines, then what to try next."""
+
+    def row(label: str, value: object) -> None:
+        print(f"  {label:<24} {value}", file=out)
+
     print("\n[demo] summary", file=out)
-    for key, value in summary.items():
-        print(f"  {key:22s} {value}", file=out)
+    row(
+        "events",
+        (
+            f"{summary['events_produced']:,} produced, {summary['events_consumed']:,} consumed "
+            f"({summary['events_applied']:,} applied, {summary['events_dead_lettered']:,} dead-lettered, "
+            f"{summary['events_ignored']:,} of unknown type)"
+        ),
+    )
+    tiers = summary["tiers"]
+    row("scores", f"{summary['scores']:,} (tiers: " + ", ".join(f"{k} {v:,}" for k, v in tiers.items()) + ")")
+    interventions = summary["interventions"]
+    row("interventions", f"{interventions['coupon']:,} coupons, {interventions['recommendation']:,} recommendations")
+    decisions = summary["decisions"]
+    share = summary["holdout_share"]
+    row(
+        "decisions",
+        ", ".join(f"{k} {v:,}" for k, v in decisions.items())
+        + (f" (holdout {share:.0%} of acted-on)" if share is not None else ""),
+    )
+    rules = summary["decision_rules"]
+    row("decisions by rule", ", ".join(f"{k} {v:,}" for k, v in rules.items()) or "none")
+    p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
+    if p50 is not None:
+        row("event to decision", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (target {summary['latency_target_ms']} ms)")
+    row("model", summary["model_version"])
+    row("seconds", summary.get("seconds"))
     for topic in (settings.coupon_topic, settings.recommendation_topic):
         sample = reader.samples.get(topic)
         if sample:
             print(f"\n[demo] an intervention from {topic}:\n  {sample.decode()}", file=out)
+    print(
+        "\n[demo] next: run the parts yourself (README, 'Run it yourself'): `retention broker`, "
+        "`retention worker`, `retention simulate --live`, `retention tail scores`",
+        file=out,
+    )
     out.flush()
