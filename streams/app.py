@@ -768,6 +768,7 @@ def create_app(
 ) -> tuple[faust.App, BatchProcessor]:
     """Build the Faust app and its agent for ``settings``; the model is already loaded."""
     session = settings.session_timeout_s
+    compat.check_faust_version()
     compat.cap_fetch_wait(settings.fetch_max_wait_ms)
     if settings.broker_kind == "tansu":
         compat.use_fetched_highwaters(",".join(settings.broker_list))

@@ -101,6 +101,13 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeo
     The cheap checks come first: a busy port or a missing broker is reported in
     seconds, before TensorFlow and the model load (~18 s).
     """
+    from streams.compat import UnsupportedFaust, check_faust_version
+
+    try:
+        check_faust_version()  # before anything imports Faust
+    except UnsupportedFaust as exc:
+        print(f"retention worker: cannot start: {exc}", file=sys.stderr)
+        return 2
     from prometheus_client import CollectorRegistry, start_http_server
 
     from streams import metrics as metrics_module

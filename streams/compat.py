@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from faust.streams import _current_event
-from faust.types import TP
-from mode.utils.futures import notify
+if TYPE_CHECKING:  # Faust is imported where used: the version check must run before any of it
+    from faust.types import TP
 
-from streams.commits import DeliveredOffsets
+    from streams.commits import DeliveredOffsets
 
 __all__ = [
     "FAUST_SUPPORTED",
@@ -57,30 +57,33 @@ class UnsupportedFaust(RuntimeError):
     """The installed faust-streaming is outside the range these patches were tested on."""
 
 
-def _release(version: str) -> tuple[int, int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+def _ordering(version: str) -> tuple[tuple[int, int, int], int] | None:
+    """(release, 0) for a pre-release or development build of it, (release, 1) otherwise."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?(.*)$", version.strip())
     if match is None:
         return None
-    major, minor, patch = match.groups()
-    return int(major), int(minor), int(patch or 0)
+    major, minor, patch, rest = match.groups()
+    before_release = re.match(r"[.-]?(a|b|c|rc|alpha|beta|pre|preview|dev)\d*", rest.lower()) is not None
+    return (int(major), int(minor), int(patch or 0)), 0 if before_release else 1
 
 
 def check_faust_version(found: str | None = None) -> str:
-    """Return the installed faust-streaming version; raise if it is not a tested one.
+    """Return the installed faust-streaming version; raise if it is outside the tested range.
 
-    A pre-release or local build of a supported release counts as that release.
+    Runs before anything imports Faust: an untested release may lack a name this
+    module patches, and should be refused in one line, not with a traceback.
     """
     if found is None:
         try:
             found = metadata.version("faust-streaming")
         except metadata.PackageNotFoundError:
             found = "none"
-    release = _release(found)
+    ordering = _ordering(found)
     low, high = FAUST_SUPPORTED
-    if release is None or not low <= release < high:
+    if ordering is None or not (low, 1) <= ordering < (high, 0):
         msg = (
-            f"faust-streaming {found} is installed; this worker supports faust-streaming {FAUST_SUPPORTED_TEXT} "
-            "(it patches Faust internals tested only there)"
+            f"faust-streaming {found} is installed; this worker supports faust-streaming {FAUST_SUPPORTED_TEXT}, "
+            "the releases its patches of Faust internals are tested on"
         )
         raise UnsupportedFaust(msg)
     return found
@@ -89,14 +92,22 @@ def check_faust_version(found: str | None = None) -> str:
 # -- Faust's current event (table stores pick the partition database from it) ------
 
 
+@functools.cache
+def _current_event() -> Any:
+    from faust.streams import _current_event
+
+    return _current_event
+
+
 @contextlib.contextmanager
 def as_current_event(event: Any) -> Iterator[None]:
     """Run store access as if ``event`` (anything with ``.message.tp``) were being processed."""
-    token = _current_event.set(weakref.ref(event))
+    current = _current_event()
+    token = current.set(weakref.ref(event))
     try:
         yield
     finally:
-        _current_event.reset(token)
+        current.reset(token)
 
 
 # -- The consumer, as the batch drain uses it ----------------------------------------
@@ -139,6 +150,8 @@ def track_in_flight(consumer: Any, token: Any) -> None:
 
 def release_in_flight(consumer: Any, token: Any) -> None:
     """Remove ``token`` from the unacknowledged messages and wake whoever waits for them."""
+    from mode.utils.futures import notify
+
     token.acked = True
     consumer._unacked_messages.discard(token)
     notify(consumer._waiting_for_ack)
