@@ -406,7 +406,10 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
         events = read_event_log(args.events)
     report = effect_report(decisions, events, horizon_days=args.horizon_days)
     written = write_effect_report(report, args.out)
-    print(json.dumps(report["groups"].get("overall", {}), indent=2))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if "overall" in report["groups"]:
+        print(json.dumps(report["groups"]["overall"], indent=2))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -114,7 +114,37 @@ def effect_report(
         "recommendation_click_through_rate": len(clicked) / len(recos) if recos else None,
         "coupon_cost_redeemed": coupon_cost,
         "cost_per_retained_user": coupon_cost / incremental if incremental and incremental > 0 else None,
+        "notes": _notes(groups, pending, len(first), horizon_days),
     }
+
+
+#: Below this many users in a group, its retention rate and uplift are flagged as a small sample.
+SMALL_SAMPLE = 30
+
+
+def _notes(groups: dict[str, dict[str, Any]], pending: int, decided_users: int, horizon_days: int) -> list[str]:
+    """What a reader must know before trusting the figures: nothing to count yet, or too little."""
+    if decided_users == 0:
+        return [
+            "no decisions yet: no user was sent or held out an intervention. A short run scores few users in a "
+            "tier that acts (see the decisions topic's rules), so run longer or with more users, or lower "
+            "[risk] in the policy file"
+        ]
+    notes = []
+    if not groups:
+        notes.append(
+            f"all {pending} decided users are still inside their {horizon_days}-day horizon: their outcome is not "
+            "known yet; read the report again later, or with a shorter --horizon-days"
+        )
+    for tier, group in groups.items():
+        for side in ("treated", "holdout"):
+            n = group[f"{side}_users"]
+            if n < SMALL_SAMPLE:
+                notes.append(
+                    f"small sample: {side} users in {tier} number {n} (under {SMALL_SAMPLE}); its retention and "
+                    "uplift are rough, and the interval is wide or missing"
+                )
+    return notes
 
 
 def _pct(value: float | None) -> str:
@@ -154,6 +184,8 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
         f"({_pct(report['recommendation_click_through_rate'])}).",
         f"- Cost per retained user: {'n/a (no measurable uplift)' if cost is None else f'{cost:.2f}'}.",
     ]
+    if report.get("notes"):
+        lines += ["", "**Read with care:**", *(f"- {note}" for note in report["notes"])]
     try:
         import matplotlib
 
