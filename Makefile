@@ -2,17 +2,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo needs the runtime dependencies only; tests, lint and benchmarks add the dev extra.
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
+# setuptools' editable-install notice is a warning in pip's build process: not ours to show.
+PIP := PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: demo test bench chaos lint format model clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	$(BIN)/python -c "import streams.cli"
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(PIP) -e '.[dev]'
+	$(BIN)/python -c "import pytest, hypothesis"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/retention demo --seconds $${SECONDS_TO_RUN:-60}
 
 test: $(STAMP)
