@@ -32,7 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q tests/benchmarks -p no:cacheprovider --override-ini addopts=
 
-# Fault injection: repeated kill -9 mid-stream; figures to $$CHAOS_JSON (chaos-results.json).
+# Fault injection: two workers killed -9 at random, a third joining midway (rebalances); figures to $$CHAOS_JSON (chaos-results.json).
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -s tests/chaos -p no:cacheprovider --override-ini addopts=
 

@@ -1,12 +1,15 @@
-"""`make chaos`: kill -9 the worker at random points mid-stream, again and again, then check
-that nothing was lost, nothing counted twice, and no intervention id ever carried two
-contents. Writes the figures to $CHAOS_JSON (default chaos-results.json)."""
+"""`make chaos`: two workers share the stream and are killed with -9 at random points, either
+one, again and again, while a third joins midway; every kill and every join is a
+rebalance. Then check that nothing was lost, nothing counted twice, no intervention id
+ever carried two contents, and every partition's commit reached what was processed.
+Writes the figures to $CHAOS_JSON (default chaos-results.json)."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -23,19 +26,28 @@ from retention_model.events import Event, EventType, decode_event
 from retention_model.features.definitions import SIGNALS
 from retention_model.features.offline import replay_states
 from retention_model.features.state import load_state
+from streams.compat import HOLD_SEEK_ENV
 from streams.demo import metric_sum, scrape_metrics
-from streams.kafka import EmbeddedBroker, ensure_topics, fetched_high_watermarks
+from streams.kafka import EmbeddedBroker, ensure_topics, fetched_high_watermarks, free_port
 from streams.producer import produce_records
+from streams.settings import Settings
 from tests.integration.helpers import REPO, fresh_settings, metrics_url, read_topic, settled_metrics, worker_env
 from tests.integration.test_poison import CORPUS
 from training.simulator import SimConfig, encode_stream, simulate
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "5"))
-#: Events per second offered during the kills: the worker drains far faster, so this
-#: (about 30 s for the log) is what keeps the stream running across all of them.
-PRODUCE_RATE = 2_000
+KILLS = int(os.environ.get("CHAOS_KILLS", "6"))
+#: Events per second offered during the kills: the workers drain far faster, so this
+#: (about 65 s for the log) is what keeps the stream running across all of them.
+PRODUCE_RATE = 1_000
 # One count signal per event type: their totals add up to the events a state has applied.
 COUNTED = [i for i, s in enumerate(SIGNALS) if s.how == "count" and s.on != "coupon_purchases"]
+#: After the last event is processed, how long every partition's commit has to reach the
+#: end of the log before it counts as stalled (commits run every 2.8 s).
+COMMIT_GRACE_S = 60.0
+#: Worker a holds each seek to the committed offsets this long after reading them (the
+#: test-only hook in streams.compat): longer than a commit interval, so its takeovers
+#: process and commit records inside the seek, the race that used to stall commits.
+HOLD_SEEK_S = float(os.environ.get("CHAOS_HOLD_SEEK_S", "4"))
 
 
 @pytest.fixture(scope="module")
@@ -44,89 +56,141 @@ def broker() -> Iterator[str]:
         yield embedded.bootstrap
 
 
-def start_worker(settings: object, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log: Path, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=worker_env(settings),  # type: ignore[arg-type]
+            env={**worker_env(settings), **extra_env},
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
 
 
-def wait_until_assigned(settings: object, worker: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the worker serves metrics and owns partitions: the log may be drained already."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert worker.poll() is None, log.read_text()[-3000:]
+class Slot:
+    """One worker's settings (own ports and data directory) and its current process."""
+
+    def __init__(self, name: str, settings: Settings, tmp_path: Path, extra_env: dict[str, str]) -> None:
+        self.name = name
+        self.settings = settings
+        self.extra_env = extra_env
+        self.log = tmp_path / f"worker-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = start_worker(self.settings, self.log, self.extra_env)
+
+    def assigned(self) -> float:
         try:
-            if metric_sum(scrape_metrics(metrics_url(settings)), "retention_assigned_partitions") > 0:  # type: ignore[arg-type]
-                return
+            return metric_sum(scrape_metrics(metrics_url(self.settings)), "retention_assigned_partitions")
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the final worker never got partitions:\n{log.read_text()[-3000:]}")
+            return 0.0
+
+    def wait_assigned(self, timeout_s: float = 120.0) -> bool:
+        """Until the worker owns partitions (False if it did not in time: a kill during a
+        rebalance is a fault too)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+            if self.assigned() > 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
-def drained(broker: str, settings: object, ends: dict[tuple[str, int], int]) -> bool:
+def committed(broker: str, settings: Settings, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": settings.app_id, "enable.auto.commit": False})  # type: ignore[attr-defined]
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": settings.app_id, "enable.auto.commit": False})
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-        return all(tp.offset == ends[(tp.topic, tp.partition)] for tp in found)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
     finally:
         consumer.close()
 
 
-def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_path: Path) -> None:
+def generations(slots: list[Slot]) -> set[int]:
+    """Consumer-group generations any worker synced with (one per rebalance, the first included)."""
+    found: set[int] = set()
+    for slot in slots:
+        if slot.log.exists():
+            found.update(
+                int(g) for g in re.findall(r"Successfully synced group \S+ with generation (\d+)", slot.log.read_text())
+            )
+    return found
+
+
+def test_kills_and_rebalances_lose_nothing_count_nothing_twice_and_stall_no_commit(broker: str, tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "7")))
     settings = fresh_settings(broker, tmp_path, partitions=4)
     ensure_topics(settings)
+    slots = [
+        Slot(
+            name,
+            settings.replace(metrics_port=free_port(), web_port=free_port(), data_dir=str(tmp_path / f"data-{name}")),
+            tmp_path,
+            {HOLD_SEEK_ENV: str(HOLD_SEEK_S)} if name == "a" else {},
+        )
+        for name in ("a", "b", "c")
+    ]
+    pair, joiner = slots[:2], slots[2]
     records = list(encode_stream(simulate(SimConfig(users=400, days=100, seed=13))))
     for _, payload, _ in CORPUS:
         records.insert(rng.randrange(len(records)), (b"poison-user", payload, "malformed"))
-    # Produced while the worker is killed and restarted, so that every kill lands mid-stream:
-    # pre-produced, the whole log drained before the later kills.
+    # Produced while workers are killed, restarted and joined, so that every fault lands
+    # mid-stream: pre-produced, the whole log drained before the later kills.
     producing = ThreadPoolExecutor(1).submit(produce_records, settings, records, rate=PRODUCE_RATE)
 
     faults = 0
-    log = tmp_path / "worker.log"
-    while faults < KILLS:
-        worker = start_worker(settings, log)
-        ready = time.monotonic()
-        while time.monotonic() - ready < 120:
-            try:
-                if metric_sum(scrape_metrics(metrics_url(settings)), "retention_events_total") > 0:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        time.sleep(rng.uniform(0.2, 2.5))  # mid-stream
-        worker.kill()
-        worker.wait()
-        faults += 1
-    producing.result()
-    ends = fetched_high_watermarks(broker, [(settings.events_topic, p) for p in range(settings.partitions)])
-    assert sum(ends.values()) == len(records)
-    worker = start_worker(settings, log)
     try:
-        wait_until_assigned(settings, worker, log)
-        deadline = time.monotonic() + 300
-        while not drained(broker, settings, ends):
-            assert worker.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the stream never drained"
+        for slot in pair:
+            slot.start()
+        for slot in pair:
+            slot.wait_assigned()
+        while faults < KILLS:
+            if faults == KILLS // 2:
+                joiner.start()  # a third worker joins midway (and stays)
+            victim = rng.choice(pair)
+            victim.wait_assigned()
+            time.sleep(rng.uniform(0.2, 2.5))  # mid-stream, mid-rebalance at times
+            victim.kill()
+            faults += 1
+            victim.start()  # back at once: it rejoins while the others take its partitions over
+        producing.result()
+        ends = fetched_high_watermarks(broker, [(settings.events_topic, p) for p in range(settings.partitions)])
+        assert sum(ends.values()) == len(records)
+        for slot in slots:
+            slot.wait_assigned()
+        # All processed: every worker's counters quiet, twice over, after the last fault.
+        for slot in slots:
+            settled_metrics(slot.settings, quiet_s=3.0, timeout_s=300)
+        deadline = time.monotonic() + COMMIT_GRACE_S
+        while (commits := committed(broker, settings, ends)) != ends and time.monotonic() < deadline:
             time.sleep(1)
-        settled_metrics(settings)
         changelog = read_topic(broker, settings.changelog_topics[0], settings.partitions)
         dead = read_topic(broker, settings.dlq_topic, settings.partitions)
         interventions = read_topic(broker, settings.coupon_topic, settings.partitions) + read_topic(
             broker, settings.recommendation_topic, settings.partitions
         )
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for slot in slots:
+            slot.stop()
+    stalled = {f"{t}[{p}]": [commits[(t, p)], end] for (t, p), end in ends.items() if commits[(t, p)] != end}
+    rebalances = max(0, len(generations(slots)) - 1)
 
     valid = [event for _, value, kind in records if kind == "valid" for event in [decode_event(value)]]
     valid_events = [e for e in valid if isinstance(e, Event)]
@@ -157,6 +221,11 @@ def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_pa
     )
     figures = {
         "faults_injected": faults,
+        "workers": len(slots),
+        "seek_held_s": HOLD_SEEK_S,
+        "rebalances": rebalances,
+        "commit_stalls": len(stalled),
+        "stalled_commits": stalled,
         "events_checked": len(valid_events),
         "events_lost": lost,
         "double_counts": doubled,
@@ -173,5 +242,7 @@ def test_repeated_kills_lose_nothing_and_count_nothing_twice(broker: str, tmp_pa
     assert figures["events_lost"] == 0
     assert figures["double_counts"] == 0
     assert figures["conflicting_interventions"] == 0
+    assert figures["commit_stalls"] == 0, stalled
+    assert figures["rebalances"] >= KILLS
     assert figures["bad_inputs_dead_lettered"] == len(CORPUS)
     assert any(e.type is EventType.PURCHASE for e in valid_events)
