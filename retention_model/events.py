@@ -25,6 +25,7 @@ import msgspec
 import orjson
 
 __all__ = [
+    "EVENT_TYPE_MEANINGS",
     "MAX_EVENT_BYTES",
     "SCHEMA_VERSION",
     "DecodeError",
@@ -75,6 +76,22 @@ class EventType(StrEnum):
 
 
 _TYPES_BY_NAME: Final = {t.wire_name: t for t in EventType}
+
+#: What each event type means and what the worker does with it (the README's table is made from this).
+EVENT_TYPE_MEANINGS: Final[dict[EventType, str]] = {
+    EventType.SESSION_START: "a visit begins; counted as a session",
+    EventType.VIEW: "a product page seen; feeds the category profile and recommendation seeds",
+    EventType.SEARCH: "a search made",
+    EventType.ADD_TO_CART: "an item carted (`price`: the unit price); feeds cart abandonment",
+    EventType.REMOVE_FROM_CART: "an item taken out of the cart",
+    EventType.PURCHASE: "an order placed (`price`, required: the order total; `quantity`: items in it)",
+    EventType.CANCEL_ORDER: "an order cancelled (`price`: the amount)",
+    EventType.RETURN: "items returned (`price`: the amount)",
+    EventType.REVIEW: "a review written (`rating`, required: 1 to 5)",
+    EventType.COUPON_REDEEM: "a coupon used; with `intervention_id`, attributed to our coupon",
+    EventType.OPT_OUT: "the user asked for no marketing: the policy sends nothing until `opt_in`",
+    EventType.OPT_IN: "the user accepts marketing again",
+}
 
 
 # Field types carry the schema's bounds, so msgspec checks them while it parses.

@@ -62,7 +62,9 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
     return Metrics(
         events=Counter(
             f"{prefix}_events_total",
-            "Events consumed, by type and outcome (applied, duplicate, dead_lettered, ignored)",
+            "Records consumed, by type and outcome: applied, duplicate (offset already in the state),"
+            " duplicate_event (a retried event id or purchase order id, counted once), dead_lettered"
+            " (type invalid), ignored (type unknown)",
             ["type", "outcome"],
             registry=registry,
         ),
@@ -105,7 +107,12 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             ["kind", "action"],
             registry=registry,
         ),
-        users_tracked=Gauge(f"{prefix}_users_tracked", "Users with state on this worker", registry=registry),
+        users_tracked=Gauge(
+            f"{prefix}_users_tracked",
+            "Users with state on this worker (exact with the memory store; with RocksDB counted once per assignment,"
+            " then up as new users arrive)",
+            registry=registry,
+        ),
         model_info=Gauge(
             f"{prefix}_model_info", "The model bundle in use (value 1)", ["version", "device"], registry=registry
         ),
@@ -162,8 +169,8 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         budget_spent=Gauge(
             f"{prefix}_budget_spent",
-            "Coupon budget spent in this worker's partitions' slices, by scope (daily: the latest event day)"
-            " and unit (money, count)",
+            "Coupon budget spent in this worker's partitions' slices, by scope (daily: today, the real UTC day, or the"
+            " latest event day in a replay; total) and unit (money, count)",
             ["scope", "unit"],
             registry=registry,
         ),

@@ -105,11 +105,9 @@ def check_events_topic(settings: Settings) -> None:
     from retention_model.errors import RetentionError
     from streams.kafka import client_config
 
-    topic = (
-        AdminClient(client_config(settings))
-        .list_topics(settings.events_topic, timeout=10)
-        .topics.get(settings.events_topic)
-    )
+    # All topics, not the one by name: a metadata request naming a missing topic can create it
+    # (the embedded broker does, with 4 partitions).
+    topic = AdminClient(client_config(settings)).list_topics(timeout=10).topics.get(settings.events_topic)
     if topic is None or topic.error is not None or not topic.partitions:
         return
     found = len(topic.partitions)

@@ -112,7 +112,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     )
     shown = 0
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        metadata = consumer.list_topics(timeout=10).topics.get(topic)  # by name could create it
         if metadata is None or metadata.error is not None or not metadata.partitions:
             msg = f"no topic {topic} on {settings.broker}; `retention topics` creates the project's topics"
             raise RetentionError(msg)
