@@ -520,12 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retention", description="Real-time churn scoring and retention on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
+    p = sub.add_parser(
+        "broker", help="the embedded Kafka-protocol broker (Tansu) on 127.0.0.1, in memory, until Ctrl-C or SIGTERM"
+    )
     p.add_argument("--port", type=int, default=9092)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("topics", help="create the topics the worker uses")
+    p = sub.add_parser(
+        "topics", help="create the topics the worker uses (existing ones are kept; a mismatched one refused)"
+    )
     add_settings_flags(
         p,
         (
@@ -542,12 +546,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_wait(p)
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("worker", help="run the stream worker")
+    p = sub.add_parser(
+        "worker",
+        help="the stream worker; exits 2 on a bad setting, a busy port or an unusable model bundle, "
+        "3 when no broker answers within --broker-wait-s (60)",
+    )
     add_settings_flags(p)
     p.add_argument("--broker-wait-s", type=float, default=60.0, help="how long to wait for the broker at start")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("simulate", help="generate simulated behaviour events")
+    p = sub.add_parser(
+        "simulate",
+        help="seeded simulated behaviour to a .jsonl/.parquet file, or produced to the broker at --rate "
+        "(--live stamps each event as it is produced); creates the topics first",
+    )
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=180)
     p.add_argument("--seed", type=int, default=7)
@@ -614,7 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="reports on what the worker did")
     report = p.add_subparsers(dest="report", required=True)
-    p = report.add_parser("effect", help="treated vs holdout retention, uplift, redemption, click-through")
+    p = report.add_parser(
+        "effect",
+        help="treated vs holdout retention, uplift with its 95%% interval, redemption, click-through, "
+        "cost per retained user (from files or --from-kafka)",
+    )
     p.add_argument("--decisions", help="JSONL of retention.decisions records")
     p.add_argument("--events", help="event log (.jsonl, .parquet, .csv)")
     p.add_argument("--from-kafka", action="store_true", help="read the decisions and events topics instead")
@@ -624,7 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_wait(p)
     p.set_defaults(func=cmd_report_effect)
 
-    p = sub.add_parser("demo", help="run everything on the embedded broker with simulated traffic")
+    p = sub.add_parser(
+        "demo",
+        help="embedded broker, topics, a worker and simulated traffic with a progress line and a summary; "
+        "Ctrl-C stops everything (RETENTION_BROKER: use that cluster instead)",
+    )
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--rate", type=float, default=2000.0, help="simulated events per second")
     p.add_argument("--summary-json", help="also write the summary to this file")
@@ -639,7 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_wait(p)
     p.set_defaults(func=cmd_dlq)
 
-    p = sub.add_parser("export", help="export scores or decisions to JSONL, optionally pseudonymised")
+    p = sub.add_parser(
+        "export",
+        help="scores or decisions to JSONL; --pseudonymise replaces user ids by HMAC-SHA256 with "
+        "RETENTION_EXPORT_KEY (stable per key, not reversible without it)",
+    )
     p.add_argument("what", choices=("scores", "decisions"))
     p.add_argument("--out", required=True, help="the JSONL file to write")
     p.add_argument(
@@ -655,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_circuit(sub)
     register_tail(sub)
 
-    p = sub.add_parser("settings", help="print the settings table")
+    p = sub.add_parser("settings", help="the settings, their defaults and meaning (--effective: the values in force)")
     p.add_argument("--effective", action="store_true", help="print the values in effect instead")
     p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     add_settings_flags(p)

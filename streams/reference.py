@@ -49,7 +49,7 @@ def _walk(parser: argparse.ArgumentParser, prefix: str) -> list[tuple[str, str]]
             if nested:
                 rows += nested
             else:
-                rows.append((f"{prefix} {name}", helps.get(name) or ""))
+                rows.append((f"{prefix} {name}", (helps.get(name) or "").replace("%%", "%")))
     return rows
 
 

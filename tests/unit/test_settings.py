@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from retention_model.errors import SettingsError
@@ -55,8 +53,3 @@ def test_table_lists_every_setting() -> None:
     for name in Settings.__dataclass_fields__:
         assert f"RETENTION_{name.upper()}" in table
 
-
-def test_the_readme_settings_table_is_the_generated_one() -> None:
-    """The README's table is `settings_table()` verbatim: a new or changed setting must be regenerated."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert settings_table() in readme, "README settings table is stale: paste `retention settings` output"
