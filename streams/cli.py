@@ -111,6 +111,7 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeo
     from prometheus_client import CollectorRegistry, start_http_server
 
     from streams import metrics as metrics_module
+    from streams.access import check_api_exposure
     from streams.kafka import ensure_topics
     from streams.preflight import adapt_to_broker, check_events_topic, check_ports, require_broker
 
@@ -122,6 +123,7 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeo
         )
         return 2
     check_ports(settings)
+    check_api_exposure(settings)
     bootstrap = ",".join(settings.broker_list)
     cluster_id = require_broker(settings, broker_wait_s)
     settings = adapt_to_broker(settings, cluster_id, session_timeout_set=session_timeout_set)

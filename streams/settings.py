@@ -153,6 +153,22 @@ class Settings:
     web_host: str = _setting("127.0.0.1", "Address the Faust web server binds")
     web_port: int = _setting(6066, "Port of the Faust web server", lo=1, hi=65535)
     state_api: str = _setting("on", "Serve GET /users/{user_id} on the Faust web server", choices=("on", "off"))
+    api_token: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "help": "Bearer token that GET /users/... and /circuit/ require (empty: none, and then the web server"
+            " must bind a loopback address unless RETENTION_API_PUBLIC=true); never printed",
+            "choices": (),
+            "lo": None,
+            "hi": None,
+        },
+    )
+    api_public: str = _setting(
+        "false",
+        "true: serve /users/... without a token on a non-loopback address, on purpose",
+        choices=("false", "true"),
+    )
     store: str = _setting("memory://", "Faust table store", choices=("memory://", "rocksdb://"))
     data_dir: str = _setting(".retention-data", "Folder for Faust's local data (RocksDB state)")
     session_timeout_s: float = _setting(
@@ -265,6 +281,7 @@ _MOVED_TO_POLICY_FILE = {
 }
 _MAY_BE_EMPTY = frozenset(
     {
+        "api_token",
         "export_key",
         "policy_file",
         "shadow_model_path",
@@ -275,7 +292,7 @@ _MAY_BE_EMPTY = frozenset(
         "ssl_keyfile",
     }
 )
-SECRETS = frozenset({"sasl_password", "export_key"})
+SECRETS = frozenset({"sasl_password", "export_key", "api_token"})
 
 # Variables with the prefix that are not settings of this object.
 _NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})

@@ -83,6 +83,8 @@ def test_workers_run_as_non_root_with_credentials_from_a_secret() -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         env = {e["name"]: e for e in pod["containers"][0]["env"]}
         assert "secretKeyRef" in env["RETENTION_SASL_PASSWORD"]["valueFrom"]
+        # The configmap binds the web server on 0.0.0.0: the user endpoint's token comes from a Secret.
+        assert "secretKeyRef" in env["RETENTION_API_TOKEN"]["valueFrom"]
     (gpu,) = documents(DEPLOY / "k8s" / "statefulset-gpu.yaml")
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
