@@ -1,8 +1,8 @@
 """Recommendation payloads: the user's own items and categories, blended with what
 other buyers bought together, learned offline and shipped in the model bundle.
 
-Learning counts items that shared a purchasing basket (the items carted in a
-session that ended in a purchase) and scores pairs by cosine similarity of their
+Learning counts items that shared a purchasing basket (an order's lines, and the
+items carted in a session that ended in a purchase) and scores pairs by cosine similarity of their
 basket sets; it also ranks items by popularity within each category. Serving
 starts from the user's recent items (kept in state as hashes) and top
 categories, and needs nothing but this table.
@@ -35,6 +35,10 @@ def learn_recommendations(events: Iterable[Event], neighbours: int = 10, per_cat
         session = (event.user_id, event.session_id or event.user_id)
         if event.type is EventType.PURCHASE:
             purchased_sessions.add(session)
+            for line in event.items or ():  # an order's lines are its basket, carts or not
+                carted[session].add(line.item_id)
+                if line.category is not None:
+                    category_of[line.item_id] = line.category
         if event.type in _BASKET_TYPES and event.item_id is not None:
             carted[session].add(event.item_id)
             if event.category is not None:

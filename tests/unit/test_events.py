@@ -191,6 +191,21 @@ EDGES = {
     "price": [-1e-9, -0.5, -0.0, 0, 0.0, 5, 1e6, 1e6 + 0.01, 1e308, True, "5", None, ABSENT],
     "quantity": [-1, 0, 1, 10_000, 10_001, 2.0, 2.5, 2**64, True, "2", None, ABSENT],
     "rating": [0.99, 1, 1.0, 5.0, 5.01, 3, True, "4", None, ABSENT],
+    "items": [
+        [{"item_id": "a", "category": "c", "price": 2.5, "quantity": 2}, {"item_id": "b"}],
+        [{"item_id": "a"}] * 100,
+        [{"item_id": "a"}] * 101,
+        [],
+        [{"item_id": 7, "quantity": 2.0}],
+        [{"item_id": "a", "quantity": 2.5}],
+        [{"item_id": "a", "price": -1}],
+        [{"item_id": ""}],
+        [{"category": "c"}],
+        ["a"],
+        {"item_id": "a"},
+        None,
+        ABSENT,
+    ],
 }
 EDGE_CASES = [(name, value) for name, values in EDGES.items() for value in values]
 
@@ -198,6 +213,9 @@ EDGE_CASES = [(name, value) for name, values in EDGES.items() for value in value
 @settings(max_examples=400)
 @example([("type", "purchase"), ("price", ABSENT)])  # valid field by field, invalid as a whole
 @example([("type", "review"), ("rating", None)])
+@example([("type", "purchase"), ("items", [{"item_id": "a"}] * 100)])
+@example([("type", "cancel_order"), ("items", EDGES["items"][0])])  # a full line the fast path accepts
+@example([("type", "return"), ("items", [{"item_id": "a"}] * 101)])
 @given(st.lists(st.sampled_from(EDGE_CASES), min_size=1, max_size=2))
 def test_fast_path_decodes_exactly_as_the_field_checker(changes: list[tuple[str, object]]) -> None:
     """msgspec's one-pass decode must accept, reject and build exactly what the checker does."""
@@ -223,3 +241,15 @@ def _fast_or_none(text: str) -> Event | None:
         return events_module._fast_decode(text)
     except Exception:
         return None
+
+
+def test_an_order_carries_its_lines_and_too_many_are_refused_with_the_reason() -> None:
+    body = {**BASE, "type": "purchase", "price": 30.0, "items": [{"item_id": "a", "price": 10.0, "quantity": 3}]}
+    event = decode_event(json.dumps(body).encode())
+    assert isinstance(event, Event) and event.items is not None and event.items[0].quantity == 3
+    assert event.amount == 30.0  # price stays the order total
+    assert decode_event(encode_event(event)) == event
+    too_many = decode_event(json.dumps({**body, "items": [{"item_id": "a"}] * 101}).encode())
+    assert isinstance(too_many, DecodeError) and too_many.reason == "too_many_items"
+    on_a_view = decode_event(json.dumps({**BASE, "type": "view", "items": [{"item_id": "a"}]}).encode())
+    assert isinstance(on_a_view, DecodeError) and "items are for purchase" in on_a_view.detail

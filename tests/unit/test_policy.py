@@ -377,3 +377,17 @@ def test_a_user_whose_seeds_changed_gets_a_new_recommendation() -> None:
     assert second["seed_items"] == ["c2-lamp", "c1-tent"]
     assert "c2-torch" in [item["item_id"] for item in second["items"]]
     assert recommender.recommend(state, ["c2"], 5)["categories"] == [{"category": "c2", "rank": 1}]
+
+
+def test_an_orders_lines_are_a_basket_for_co_purchase_without_any_cart_event() -> None:
+    from retention_model.events import OrderLine
+
+    lines = (OrderLine("tent", "camping"), OrderLine("lamp", "camping"), OrderLine("stove", "camping"))
+    orders = [
+        Event(f"o{i}", f"u{i}", EventType.PURCHASE, T0 + i, price=90.0, items=list(lines[: 2 + i % 2]))
+        for i in range(4)
+    ]
+    table = learn_recommendations(orders)
+    assert table["baskets"] == 4
+    assert [other for other, _ in table["also_bought"]["tent"]][0] == "lamp"  # together in all four orders
+    assert {item for item, _ in table["popular"]["camping"]} == {"tent", "lamp", "stove"}
