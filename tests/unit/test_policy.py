@@ -389,5 +389,5 @@ def test_an_orders_lines_are_a_basket_for_co_purchase_without_any_cart_event() -
     ]
     table = learn_recommendations(orders)
     assert table["baskets"] == 4
-    assert [other for other, _ in table["also_bought"]["tent"]][0] == "lamp"  # together in all four orders
+    assert next(other for other, _ in table["also_bought"]["tent"]) == "lamp"  # together in all four orders
     assert {item for item, _ in table["popular"]["camping"]} == {"tent", "lamp", "stove"}
