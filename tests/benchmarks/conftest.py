@@ -10,6 +10,7 @@ import json
 import os
 import platform
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not RESULTS:
         return
     RESULTS.setdefault("_meta", {})["machine"] = _machine()
+    RESULTS["_meta"]["date"] = datetime.now(tz=UTC).date().isoformat()
     path = Path(os.environ.get("BENCH_JSON", "bench-results.json"))
     path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
     units = RESULTS["_meta"].get("units", {})
