@@ -36,14 +36,16 @@ from faust.types import TP
 from retention_model.batching import AdaptiveBatchSize
 from retention_model.errors import BundleError
 from retention_model.events import DecodeError, Event, EventType, decode_event, parse_timestamp_ms
+from retention_model.features.derive import feature_matrix
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import APPLIED, UserState, apply_event, dump_state, load_state
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
+from retention_model.pipeline.decide import decide_many
 from retention_model.policy.budget import BudgetLedger, Spend, day_period, wall_day_period
 from retention_model.policy.circuit import CircuitBreaker, CircuitConfig
 from retention_model.policy.policy import tier_for
-from retention_model.scoring import build_features, describe_user, finish_batch
+from retention_model.scoring import describe_user
 from streams import batching, compat
 from streams.batching import Records
 from streams.commits import DeliveredOffsets
@@ -522,7 +524,7 @@ class BatchProcessor:
 
     async def _score_and_publish(self, scoring: _Scoring) -> None:
         metrics = self.metrics
-        features = build_features(scoring.states, scoring.now_ms)
+        features = feature_matrix(scoring.states, scoring.now_ms)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         model = self.model  # a hot reload may swap self.model while this batch scores
@@ -532,7 +534,7 @@ class BatchProcessor:
         metrics.batch_users.observe(len(scoring.states))
         version = model.version
         budgets = [self._ledger(p) for p in scoring.partitions] if self.policy.has_budget else None
-        scored = finish_batch(
+        scored = decide_many(
             scoring.user_ids,
             scoring.states,
             scoring.now_ms,
