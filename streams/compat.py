@@ -1,7 +1,7 @@
 """Every use of a faust-streaming or aiokafka private name, in one place.
 
 The worker reaches beneath Faust's stream (``streams.batching``), into its table
-stores (``streams.app``) and into the aiokafka consumer it creates. Those names
+stores (``streams.tables``) and into the aiokafka consumer it creates. Those names
 are not an API: they can change in any release. Keeping them here, behind plain
 functions, makes the surface one file to re-read on an upgrade, and the version
 check below makes a worker refuse a faust-streaming these patches were not tested
