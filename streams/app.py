@@ -21,9 +21,9 @@ from typing import Any
 
 import faust
 
-from retention_model.batching import AdaptiveBatchSize
 from retention_model.model.scorer import ChurnModel
 from streams import batching, compat
+from streams.batch_size import AdaptiveBatchSize
 from streams.batching import Records
 from streams.health import COMMIT_WATCH_S
 from streams.kafka import faust_credentials

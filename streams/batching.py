@@ -33,8 +33,8 @@ from typing import Any
 
 from faust.types import TP
 
-from retention_model.batching import AdaptiveBatchSize
 from streams import compat
+from streams.batch_size import AdaptiveBatchSize
 from streams.commits import DeliveredOffsets
 
 __all__ = ["BatchDrain", "Records", "install", "split_batch"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention_model.batching import AdaptiveBatchSize
+from streams.batch_size import AdaptiveBatchSize
 from streams.batching import split_batch
 
 TP = namedtuple("TP", "topic partition")

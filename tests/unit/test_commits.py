@@ -17,8 +17,8 @@ import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 
-from retention_model.batching import AdaptiveBatchSize
 from streams import batching
+from streams.batch_size import AdaptiveBatchSize
 
 Record = namedtuple("Record", "topic partition offset timestamp key value headers")
 EVENTS = "events-commits"
