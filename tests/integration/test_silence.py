@@ -14,6 +14,7 @@ import pytest
 
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.state import DAY_MS
+from retention_model.policy.policy import iso_ms
 from streams.producer import produce_records
 
 from .helpers import fresh_settings, read_topic, running_worker, wait_for_metric
@@ -44,11 +45,17 @@ def test_a_cohort_that_stops_buying_is_rescored_and_its_risk_rises(broker: str, 
     events.sort(key=lambda e: e.ts_ms)
     records = [(e.user_id.encode(), encode_event(e), "valid") for e in events]
     quitter_last = {u: max(e.ts_ms for e in events if e.user_id == u) for u in quitters}
+    # The stayers' last events fall at the very time of a quitter's 90-day mark and the
+    # watermark trails them by the allowed lateness (300 s), so that mark has not fired;
+    # every earlier one has, in order, at its own event time: 7, 14, 30 and 60 days after
+    # the last event (the fixed marks), 10 and 15 days (twice and three times the 5-day
+    # purchase gap).
+    marks_days = (7, 10, 14, 15, 30, 60)
 
     with running_worker(settings, tmp_path / "worker.log"):
         produce_records(settings, records)
         wait_for_metric(settings, "retention_events_total", len(records))
-        wait_for_metric(settings, "retention_silence_rescored_total", len(quitters))
+        wait_for_metric(settings, "retention_silence_rescored_total", len(marks_days) * len(quitters))
         # One event from the distant past: counted as late, applied all the same.
         late = Event("late-1", "s00", EventType.REVIEW, T0 + 20 * DAY_MS, rating=5.0)
         produce_records(settings, [(b"s00", encode_event(late), "valid")])
@@ -68,19 +75,21 @@ def test_a_cohort_that_stops_buying_is_rescored_and_its_risk_rises(broker: str, 
     for user in quitters:
         event_scores = [s for s in by_user[user] if s["trigger"] == "event"]
         silence_scores = [s for s in by_user[user] if s["trigger"] == "silence"]
-        assert silence_scores, f"{user} was never re-scored after going quiet"
-        last_event_time = orjson.loads(orjson.dumps(event_scores[-1]))["event_time"]
-        assert all(str(s["event_time"]) > str(last_event_time) for s in silence_scores)
+        assert event_scores[-1]["event_time"] == iso_ms(quitter_last[user])
+        expected = [iso_ms(quitter_last[user] + days * DAY_MS) for days in marks_days]
+        assert [s["event_time"] for s in silence_scores] == expected, user
+        assert by_user[user][-len(silence_scores) :] == silence_scores  # re-scores follow the last event's score
         if max(float(s["risk"]) for s in silence_scores) > float(event_scores[-1]["risk"]) + 0.1:  # type: ignore[arg-type]
             risen += 1
     assert risen >= 0.9 * len(quitters)
     # Stayers keep buying every 5 days: their silences never reach 7 days.
     assert not [s for u in stayers for s in by_user[u] if s["trigger"] == "silence"]
-    assert quitter_last  # built from the same events the worker saw
 
     assert described["user_id"] == "q00"
     assert described["features"]["purchases_count_total"] == 13
     assert described["last_score"]["risk"] > 0
     assert described["profile"]["top_categories"] == ["books"]
-    assert described["next_silence_check"] is None or described["next_silence_check"] > described["last_seen"]
+    assert described["last_seen"] == iso_ms(quitter_last["q00"])
+    assert described["last_score"]["event_time"] == iso_ms(quitter_last["q00"] + 60 * DAY_MS)  # the last mark fired
+    assert described["next_silence_check"] == iso_ms(quitter_last["q00"] + 90 * DAY_MS)  # the one still to come
     assert missing.value.code == 404
