@@ -31,8 +31,27 @@ def test_bundled_model_loads_with_its_spec(model: ChurnModel) -> None:
     meta = read_bundle_meta(BUNDLED_MODEL)
     assert model.version == meta.version
     assert meta.feature_names == FEATURE_NAMES
-    assert meta.metrics["test"]["roc_auc"] > 0.8
     assert model.device_name_ == "/CPU:0"
+
+
+def test_bundled_model_ranks_unseen_users_as_well_as_its_bundle_says(model: ChurnModel, seed: int) -> None:
+    """The ROC-AUC in bundle.json is what README and the evaluation quote: recompute it from the
+    model's own scores on a population it never saw, cut and labelled the way training cuts its test set.
+
+    On 600 fresh users the figure came within 0.016 of the stored one for every seed tried (6).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from training.simulator import SimConfig, simulate
+    from training.train import TrainConfig, time_split
+
+    stored = read_bundle_meta(BUNDLED_MODEL).metrics["test"]["roc_auc"]
+    events = list(simulate(SimConfig(users=600, days=240, seed=seed)))  # the training run's 240 days, other users
+    test = time_split(events, TrainConfig()).test
+    assert len(test.keys) > 300 and 0 < test.churn.mean() < 1
+    measured = roc_auc_score(test.churn, model.score_many(test.features))
+    assert measured == pytest.approx(stored, abs=0.03)
+    assert measured > 0.85
 
 
 def test_score_many_equals_score_one(model: ChurnModel, rows: np.ndarray) -> None:
