@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,11 @@ def run_demo(
     settings: Settings, *, seconds: float, rate: float, summary_json: str | None, broker: str | None = None
 ) -> int:
     """Run the demo; return the exit code."""
+    # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background
+    # job of a non-interactive shell inherits that, and Python then keeps it ignored).
+    previous_sigint = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     from streams.producer import produce_records
     from training.simulator import SimConfig, encode_stream, simulate
 
@@ -240,6 +246,8 @@ def run_demo(
             embedded.stop()
         if succeeded:  # a failed run keeps its logs, named in the message above
             shutil.rmtree(workdir, ignore_errors=True)
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
 
 
 def _print_progress(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,50 @@ def test_demo_loses_nothing_and_intervenes(tmp_path: Path) -> None:
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).stdout == b""
+
+
+def _ignore_sigint() -> None:
+    """What a background job of a non-interactive shell inherits: SIGINT set to ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_demo_stops_everything_on_ctrl_c_even_when_started_with_sigint_ignored() -> None:
+    """Python leaves an inherited SIG_IGN in place, so the demo must install its own Ctrl-C handler;
+    `make test` run as such a background job saw the demo ignore Ctrl-C and keep its broker and worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--seconds", "120"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignore_sigint,
+    )
+    port = None
+    children: list[int] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline().decode()
+            if not line and process.poll() is not None:
+                break
+            if "embedded broker (Tansu) up on" in line:
+                port = int(line.rsplit(":", 1)[1])
+            if "streaming" in line:
+                break
+        assert port is not None and process.poll() is None
+        # Its broker and worker: these, not any other test's, must be gone afterwards.
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout
+        children = [int(pid) for pid in found.split()]
+        assert len(children) >= 2, found
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()  # its children get SIGTERM with it (die_with_parent)
+            process.wait()
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
