@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from streams.kafka import client_config
+from streams.kafka import client_config, read_topic
 from streams.producer import produce_records
 from streams.settings import Settings
 
@@ -22,46 +18,28 @@ __all__ = ["export_dead_letters", "read_dead_letters", "republish", "summarise"]
 
 def read_dead_letters(settings: Settings, idle_s: float = 2.0) -> Iterator[dict[str, Any]]:
     """Every record of the dead-letter topic, from the beginning, as a JSON-ready dict."""
-    consumer = Consumer(
-        {
-            **client_config(settings),
-            "group.id": f"retention-dlq-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
+    for message in read_topic(client_config(settings), settings.dlq_topic, idle_s=idle_s):
+        headers = {k: v.decode(errors="replace") for k, v in (message.headers() or [])}
+        value = message.value() or b""
+        try:
+            text: str | None = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        yield {
+            "reason": headers.get("retention.dlq.reason", "unknown"),
+            "detail": headers.get("retention.dlq.detail", ""),
+            "source": {
+                "topic": headers.get("retention.dlq.topic"),
+                "partition": int(headers.get("retention.dlq.partition", -1)),
+                "offset": int(headers.get("retention.dlq.offset", -1)),
+            },
+            "truncated_from": int(headers["retention.dlq.truncated_from"])
+            if "retention.dlq.truncated_from" in headers
+            else None,
+            "key": (message.key() or b"").decode(errors="replace"),
+            "value": text,
+            "value_base64": None if text is not None else base64.b64encode(value).decode(),
         }
-    )
-    metadata = consumer.list_topics(settings.dlq_topic, timeout=10).topics.get(settings.dlq_topic)
-    partitions = sorted(metadata.partitions) if metadata is not None else []
-    consumer.assign([TopicPartition(settings.dlq_topic, p, OFFSET_BEGINNING) for p in partitions])
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            for message in consumer.consume(num_messages=5000, timeout=0.2):
-                if message.error():
-                    continue
-                last = time.monotonic()
-                headers = {k: v.decode(errors="replace") for k, v in (message.headers() or [])}
-                value = message.value() or b""
-                try:
-                    text: str | None = value.decode()
-                except UnicodeDecodeError:
-                    text = None
-                yield {
-                    "reason": headers.get("retention.dlq.reason", "unknown"),
-                    "detail": headers.get("retention.dlq.detail", ""),
-                    "source": {
-                        "topic": headers.get("retention.dlq.topic"),
-                        "partition": int(headers.get("retention.dlq.partition", -1)),
-                        "offset": int(headers.get("retention.dlq.offset", -1)),
-                    },
-                    "truncated_from": int(headers["retention.dlq.truncated_from"])
-                    if "retention.dlq.truncated_from" in headers
-                    else None,
-                    "key": (message.key() or b"").decode(errors="replace"),
-                    "value": text,
-                    "value_base64": None if text is not None else base64.b64encode(value).decode(),
-                }
-    finally:
-        consumer.close()
 
 
 def summarise(letters: list[dict[str, Any]]) -> str:

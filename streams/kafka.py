@@ -18,9 +18,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import Settings
@@ -33,6 +33,8 @@ __all__ = [
     "faust_credentials",
     "fetched_high_watermarks",
     "free_port",
+    "read_topic",
+    "read_topic_values",
     "wait_for_broker",
 ]
 
@@ -312,31 +314,49 @@ def fetched_high_watermarks(
         consumer.close()
 
 
-def read_topic_values(settings: Settings, topic: str, idle_s: float = 2.0) -> Iterator[bytes]:
-    """Every record value of ``topic`` from the beginning, until none came for ``idle_s``.
+#: Consumer errors a topic reader reads on through: the end of a partition, and a
+#: broker connection being made again (librdkafka retries it by itself).
+_READ_ON: Final = frozenset({KafkaError._PARTITION_EOF, KafkaError._TRANSPORT})
 
-    For offline readers (reports, exports); a fetch error is raised, not skipped.
+
+def read_topic(
+    config: dict[str, Any], topic: str, *, idle_s: float = 2.0, partitions: int | None = None
+) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning, as confluent-kafka messages, until none came for ``idle_s``.
+
+    The one reader for offline use (exports, reports, the dead-letter command, tests).
+    Any other fetch error is raised, not skipped: a reader that stopped early would
+    pass for one that read everything. The partitions come from the cluster's list of
+    all topics unless given (a metadata request naming a missing topic makes some
+    brokers, Tansu among them, create it).
     """
     import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(
-        {**client_config(settings), "group.id": f"retention-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
-    )
+    consumer = Consumer({**config, "group.id": f"retention-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = sorted(metadata.partitions) if metadata is not None else []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        if partitions is None:
+            metadata = consumer.list_topics(timeout=10).topics.get(topic)
+            numbers = sorted(metadata.partitions) if metadata is not None else []
+        else:
+            numbers = list(range(partitions))
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
         last = time.monotonic()
         while time.monotonic() - last < idle_s:
             for message in consumer.consume(num_messages=5000, timeout=0.2):
                 error = message.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
+                    if error.code() in _READ_ON:
                         continue
                     raise KafkaException(error)
                 last = time.monotonic()
-                yield message.value() or b""
+                yield message
     finally:
         consumer.close()
+
+
+def read_topic_values(settings: Settings, topic: str, idle_s: float = 2.0) -> Iterator[bytes]:
+    """Every record value of ``topic`` from the beginning (see :func:`read_topic`)."""
+    for message in read_topic(client_config(settings), topic, idle_s=idle_s):
+        yield message.value() or b""

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
+from streams import kafka
 from streams.demo import metric_sum, scrape_metrics
 from streams.kafka import ensure_topics, free_port
 from streams.settings import Settings
@@ -139,22 +138,8 @@ def read_topic(
     broker: str, topic: str, partitions: int, idle_s: float = 2.0
 ) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
     """Every record of a topic from the beginning: (key, value, headers)."""
-    consumer = Consumer(
-        {"bootstrap.servers": broker, "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    out = []
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            for message in consumer.consume(num_messages=10_000, timeout=0.2):
-                if message.error():
-                    continue
-                last = time.monotonic()
-                out.append((message.key(), message.value(), dict(message.headers() or [])))
-    finally:
-        consumer.close()
-    return out
+    messages = kafka.read_topic({"bootstrap.servers": broker}, topic, idle_s=idle_s, partitions=partitions)
+    return [(m.key(), m.value(), dict(m.headers() or [])) for m in messages]
 
 
 def assert_state_matches_offline(
