@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from retention_model.events import Event, EventType
+from retention_model.features.state import DAY_MS
 
 __all__ = ["SEQUENCE_COLUMNS", "SEQUENCE_LENGTH", "event_sequence", "sequence_batch"]
 
@@ -30,7 +31,6 @@ SEQUENCE_COLUMNS: tuple[str, ...] = (
     "attributed",
     "present",
 )
-_DAY_MS = 86_400_000
 _TYPE_COLUMN = {t: i for i, t in enumerate(_TYPES)}
 _AGE, _GAP, _AMOUNT, _RATING, _ATTRIBUTED, _PRESENT = range(len(_TYPES), len(SEQUENCE_COLUMNS))
 
@@ -43,8 +43,8 @@ def event_sequence(events: Sequence[Event], as_of_ms: int, length: int = SEQUENC
     previous: int | None = None
     for row, event in enumerate(visible, start=start):
         out[row, _TYPE_COLUMN[event.type]] = 1.0
-        out[row, _AGE] = math.log1p((as_of_ms - event.ts_ms) / _DAY_MS)
-        out[row, _GAP] = math.log1p((event.ts_ms - previous) / _DAY_MS) if previous is not None else 0.0
+        out[row, _AGE] = math.log1p((as_of_ms - event.ts_ms) / DAY_MS)
+        out[row, _GAP] = math.log1p((event.ts_ms - previous) / DAY_MS) if previous is not None else 0.0
         out[row, _AMOUNT] = math.log1p(event.amount)
         out[row, _RATING] = (event.rating / 5.0) if event.rating is not None else 0.0
         out[row, _ATTRIBUTED] = 1.0 if event.intervention_id is not None else 0.0
