@@ -136,18 +136,21 @@ def _metrics(labels: np.ndarray, probability: np.ndarray | None, ranking: np.nda
     return out
 
 
-def _project_fold(
-    x_train: np.ndarray, y_train: np.ndarray, n_train: np.ndarray, x_test: np.ndarray, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The project's Keras model: P(purchase in holdout) and expected holdout purchases."""
+def _project_network(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    n_fit: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_val: np.ndarray,
+    seed: int,
+) -> Any:
+    """The MLP with a P(purchase) head and a Poisson count head (expected holdout purchases)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     keras.utils.set_random_seed(seed)
-    transformed = np.sign(x_train) * np.log1p(np.abs(x_train))
-    mean, std = transformed.mean(axis=0), transformed.std(axis=0)
-    std[std < 1e-9] = 1.0
-    inputs = keras.Input(shape=(x_train.shape[1],))
+    inputs = keras.Input(shape=(x_fit.shape[1],))
     hidden = keras.layers.Dense(32, activation="relu")(inputs)
     hidden = keras.layers.Dense(16, activation="relu")(hidden)
     outputs = {
@@ -155,14 +158,11 @@ def _project_fold(
         "count": keras.layers.Dense(1, activation="exponential", name="count")(hidden),
     }
     model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss={"purchase": "binary_crossentropy", "count": "poisson"},
-    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"purchase": "binary_crossentropy", "count": "poisson"})
     model.fit(
-        normalise(x_train, mean, std),
-        {"purchase": y_train, "count": n_train},
-        validation_split=0.15,
+        x_fit,
+        {"purchase": y_fit, "count": n_fit},
+        validation_data=(x_val, {"purchase": y_val, "count": n_val}),
         epochs=60,
         batch_size=256,
         callbacks=[
@@ -170,11 +170,63 @@ def _project_fold(
         ],
         verbose=0,
     )
-    predicted = model(normalise(x_test, mean, std), training=False)
-    return (
-        np.asarray(predicted["purchase"]).reshape(-1).astype(np.float64),
-        np.asarray(predicted["count"]).reshape(-1).astype(np.float64),
+    return model
+
+
+def _project_fold(
+    x_train: np.ndarray, y_train: np.ndarray, n_train: np.ndarray, x_test: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The project's pipeline on one fold: P(purchase in holdout), expected holdout purchases, the candidate chosen.
+
+    As ``retention train`` does, the candidates (RFM logistic regression, logistic
+    regression, the MLP, wide & deep) are compared on held-out rows (15% of the
+    fold's customers: the split has one cutoff, so no rolling origins) and the one
+    with the lowest log loss scores the test customers. The count comes from the
+    MLP's Poisson head.
+    """
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+
+    from training.baselines import fit_normalisation
+    from training.candidates import CANDIDATES, churn_raw, fit_candidate, fit_linear, linear_churn
+    from training.dataset import Dataset, TrainConfig
+
+    mean, std = fit_normalisation(x_train)
+    x, x_out = normalise(x_train, mean, std).astype(np.float64), normalise(x_test, mean, std).astype(np.float64)
+    fit_idx, val_idx = train_test_split(np.arange(len(y_train)), test_size=0.15, random_state=seed, stratify=y_train)
+
+    def rows(idx: np.ndarray) -> Dataset:
+        zeros = np.zeros(len(idx))
+        return Dataset([("", 0)] * len(idx), x_train[idx], 1.0 - y_train[idx], zeros, zeros, zeros, zeros)
+
+    fit, val = rows(fit_idx), rows(val_idx)
+    config = TrainConfig(seed=seed, hidden=(32, 16), epochs=60, batch_size=256)
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # P(purchase) on validation and test rows
+    network = _project_network(
+        x[fit_idx], y_train[fit_idx], n_train[fit_idx], x[val_idx], y_train[val_idx], n_train[val_idx], seed
     )
+    out = network(x_out, training=False)
+    count = np.asarray(out["count"]).reshape(-1).astype(np.float64)
+    predictions["mlp"] = (
+        np.asarray(network(x[val_idx], training=False)["purchase"]).reshape(-1).astype(np.float64),
+        np.asarray(out["purchase"]).reshape(-1).astype(np.float64),
+    )
+    for spec in CANDIDATES:
+        if spec.name == "mlp":
+            continue
+        if spec.kind == "linear":
+            weights = fit_linear(spec, x[fit_idx], fit, all_heads=False)["churn"]
+            predictions[spec.name] = (
+                1.0 - linear_churn(x[val_idx], weights, spec.columns),
+                1.0 - linear_churn(x_out, weights, spec.columns),
+            )
+        else:
+            model = fit_candidate(spec, x[fit_idx], fit, x[val_idx], val, config)
+            predictions[spec.name] = (1.0 - churn_raw(model, x[val_idx]), 1.0 - churn_raw(model, x_out))
+    losses = {name: log_loss(y_train[val_idx], np.clip(v, 1e-6, 1 - 1e-6)) for name, (v, _) in predictions.items()}
+    chosen = min(losses, key=lambda name: losses[name])
+    log.info("candidates' validation log loss: %s; chosen %s", {k: round(v, 4) for k, v in losses.items()}, chosen)
+    return predictions[chosen][1], count, chosen
 
 
 def evaluate_cdnow(
@@ -210,9 +262,13 @@ def evaluate_cdnow(
     history = _weekly_history(calibration, customers, cutoff)
     btyd = _btyd_available()
     folder = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    chosen_per_fold: list[str] = []
     for fold, (train, test) in enumerate(folder.split(features, labels)):
         log.info("fold %d/%d: %d train, %d test customers", fold + 1, folds, len(train), len(test))
-        probability, count = _project_fold(features[train], labels[train], holdout_counts[train], features[test], seed)
+        probability, count, chosen = _project_fold(
+            features[train], labels[train], holdout_counts[train], features[test], seed
+        )
+        chosen_per_fold.append(chosen)
         scores["project"]["probability"][test] = probability
         scores["project"]["count"][test] = count
 
@@ -233,13 +289,12 @@ def evaluate_cdnow(
             random_state=seed,
         ).fit(history[train], labels[train])
         scores["history_ceiling"]["probability"][test] = ceiling.predict_proba(history[test])[:, 1]
-        if btyd:
-            _btyd_fold(scores, rfm, train, test, holdout_days)
+        _btyd_fold(scores, rfm, train, test, holdout_days, pareto=btyd)
 
     actual = int(holdout_counts.sum())
     models: dict[str, Any] = {}
     for name, predicted in scores.items():
-        if name in {"bgnbd", "pareto_nbd"} and not btyd:
+        if name == "pareto_nbd" and not btyd:
             models[name] = {"skipped": "install the bench extra: pip install -e '.[bench]'"}
             continue
         counts_model = name in {"project", "bgnbd", "pareto_nbd"}
@@ -250,8 +305,16 @@ def evaluate_cdnow(
             entry["holdout_purchases_predicted"] = round(total, 1)
             entry["holdout_purchases_error"] = round((total - actual) / actual, 4)
         models[name] = entry
+    from training.metrics import paired_differences
+
+    # Paired intervals of the project's P(purchase) against each baseline's, row by row.
+    against = {
+        name: paired_differences(labels, scores["project"]["probability"], scores[name]["probability"], seed=seed)
+        for name in ("logistic_regression", "gradient_boosting", "bgnbd", "history_ceiling")
+    }
     return {
         "models": models,
+        "project_minus_baseline": against,
         "holdout_purchases_actual": actual,
         "split": {
             "calibration_end": split.calibration_end,
@@ -262,6 +325,7 @@ def evaluate_cdnow(
             "positive_rate": float(labels.mean()),
             "cv": f"{folds}-fold stratified over customers, seed {seed}, pooled out-of-fold",
             "project_features": len(FEATURE_NAMES),
+            "project_candidate_per_fold": chosen_per_fold,
             "baseline_features": ["frequency", "recency", "T", "monetary"],
             "history_ceiling_features": int(history.shape[1]),
         },
@@ -281,7 +345,7 @@ def _btyd_available() -> bool:
     try:
         import lifetimes  # noqa: F401
     except ImportError:
-        log.warning("lifetimes is not installed: BG/NBD and Pareto/NBD are skipped (pip install -e '.[bench]')")
+        log.warning("lifetimes is not installed: Pareto/NBD is skipped (pip install -e '.[bench]')")
         return False
     return True
 
@@ -292,27 +356,31 @@ def _btyd_fold(
     train: np.ndarray,
     test: np.ndarray,
     horizon_days: float,
+    *,
+    pareto: bool,
 ) -> None:
-    from lifetimes import BetaGeoFitter, ParetoNBDFitter
+    """BG/NBD (training.baselines, no extra needed) and, with lifetimes, Pareto/NBD."""
+    from training.baselines import fit_bgnbd
 
     weeks = rfm[["frequency", "recency", "T"]].to_numpy(dtype=np.float64) / np.array([1.0, 7.0, 7.0])
     t = horizon_days / 7.0
-    f_tr, r_tr, big_t_tr = weeks[train].T
     f_te, r_te, big_t_te = weeks[test].T
-    bgnbd = BetaGeoFitter(penalizer_coef=0.0).fit(f_tr, r_tr, big_t_tr)
-    scores["bgnbd"]["count"][test] = bgnbd.conditional_expected_number_of_purchases_up_to_time(t, f_te, r_te, big_t_te)
-    # P(>=1 purchase in (T, T+t]) = P(alive) * (1 - E[exp(-lambda t) | alive]); given alive,
-    # lambda ~ Gamma(r + x, alpha + T), and a dead customer buys nothing.
-    r, alpha = bgnbd.params_["r"], bgnbd.params_["alpha"]
-    alive = bgnbd.conditional_probability_alive(f_te, r_te, big_t_te)
-    scores["bgnbd"]["probability"][test] = alive * (1.0 - ((alpha + big_t_te) / (alpha + big_t_te + t)) ** (r + f_te))
-    pareto = ParetoNBDFitter(penalizer_coef=0.0).fit(f_tr, r_tr, big_t_tr)
-    scores["pareto_nbd"]["count"][test] = pareto.conditional_expected_number_of_purchases_up_to_time(
+    days = rfm[["frequency", "recency", "T"]].to_numpy(dtype=np.float64)[train].T
+    bgnbd = fit_bgnbd(*days)
+    scores["bgnbd"]["count"][test] = bgnbd.expected_purchases(f_te, r_te, big_t_te, t)
+    scores["bgnbd"]["probability"][test] = bgnbd.p_purchase(f_te, r_te, big_t_te, t)
+    if not pareto:
+        return
+    from lifetimes import ParetoNBDFitter
+
+    f_tr, r_tr, big_t_tr = weeks[train].T
+    pareto_nbd = ParetoNBDFitter(penalizer_coef=0.0).fit(f_tr, r_tr, big_t_tr)
+    scores["pareto_nbd"]["count"][test] = pareto_nbd.conditional_expected_number_of_purchases_up_to_time(
         t, f_te, r_te, big_t_te
     )
     scores["pareto_nbd"]["probability"][test] = 1.0 - np.array(
         [
-            pareto.conditional_probability_of_n_purchases_up_to_time(0, t, f, r, tt)
+            pareto_nbd.conditional_probability_of_n_purchases_up_to_time(0, t, f, r, tt)
             for f, r, tt in zip(f_te, r_te, big_t_te)
         ]
     )

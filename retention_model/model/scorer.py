@@ -32,6 +32,9 @@ __all__ = ["ChurnModel", "Device"]
 
 Device = Literal["auto", "cpu", "gpu"]
 DEFAULT_BUCKETS = (32, 256, 1024, 4096)
+#: Calibrations a bundle ships as a table of raw -> calibrated scores, interpolated:
+#: isotonic regression, or Platt scaling tabulated on a fine grid (it keeps the ranking).
+CALIBRATION_TABLES = ("isotonic", "platt")
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ class ChurnModel:
         except Exception as exc:  # a TensorFlow build without XLA for this device
             log.warning("XLA compilation failed (%s: %s); scoring without it", type(exc).__name__, exc)
             infer = compiled(jit=False)
-        if meta.calibration and meta.calibration.get("method") == "isotonic":
+        if meta.calibration and meta.calibration.get("method") in CALIBRATION_TABLES:
             self._calibration = (
                 np.asarray(meta.calibration["x"], dtype=np.float64),
                 np.asarray(meta.calibration["y"], dtype=np.float64),

@@ -66,11 +66,22 @@ def test_training_writes_a_loadable_calibrated_bundle(tmp_path: Path) -> None:
     events = list(simulate(SimConfig(users=400, days=200, seed=5)))
     bundle = train(events, tmp_path / "registry", TrainConfig(epochs=3), source="test")
     meta = json.loads((bundle / "bundle.json").read_text())
-    assert meta["calibration"]["method"] == "isotonic"
+    assert meta["calibration"]["method"] == "platt"
     assert meta["training_data"]["users"] == 400
     cutoffs = meta["training_data"]["cutoffs"]
-    assert max(cutoffs["train"]) < cutoffs["validation"] < cutoffs["test"]
-    assert 0.5 < meta["metrics"]["test"]["roc_auc"] <= 1
+    assert max(cutoffs["fit"]) < cutoffs["calibration"][0] < cutoffs["test"] == meta["training_data"]["cutoff"]
+    metrics = meta["metrics"]
+    assert 0.5 < metrics["test"]["roc_auc"] <= 1
+    assert (
+        set(metrics["test_baselines"])
+        == set(metrics["test_model_minus_baseline"])
+        == {
+            "rfm_logistic_regression",
+            "bgnbd",
+        }
+    )
+    assert meta["extras"]["candidate"] == metrics["selection"]["chosen"]
+    assert meta["training_data"]["filters"]["test"]["rows"] == metrics["test"]["rows"]
     model = ChurnModel(tmp_path / "registry").load()
     assert model.version == meta["version"]
     scores = model.score_many(np.zeros((4, len(meta["feature_names"]))))
@@ -78,7 +89,7 @@ def test_training_writes_a_loadable_calibrated_bundle(tmp_path: Path) -> None:
 
 
 def test_training_refuses_a_log_too_short_to_split() -> None:
-    with pytest.raises(ValueError, match="needs at least"):
+    with pytest.raises(ValueError, match=r"training needs \d+ days before the test cutoff"):
         train(list(simulate(SimConfig(users=50, days=60, seed=1))), "/nonexistent", TrainConfig())
 
 
