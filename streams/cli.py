@@ -278,22 +278,97 @@ def _event_row(event: Any) -> dict[str, Any]:
     }
 
 
+def _read_log(args: argparse.Namespace) -> tuple[list[Event], dict[str, int]]:
+    """The event log of ``--events``; with ``--skip-invalid``, bad rows counted by reason instead of fatal."""
+    from collections import Counter
+
+    from retention_model.features.offline import read_event_log
+
+    skipped: Counter[str] = Counter()
+    events = read_event_log(args.events, skip_invalid=args.skip_invalid, skipped=skipped)
+    if skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+        print(f"skipped {sum(skipped.values())} invalid rows of {args.events} ({reasons})", file=sys.stderr)
+    return events, dict(skipped)
+
+
+def _silence_days(text: str) -> int | None:
+    """``--max-silence-days``: a number of days, or ``none`` to keep every row."""
+    if text.lower() == "none":
+        return None
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        msg = f"--max-silence-days must be a whole number of days >= 1 or 'none'; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return days
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on an event log and write a bundle."""
-    _setup_logging("info")
-    from retention_model.features.offline import read_event_log
-    from training.train import TrainConfig, train
+    from training.dataset import TrainConfig, parse_cutoff
 
-    events = read_event_log(args.events)
-    config = TrainConfig(horizon_days=args.horizon_days, seed=args.seed, epochs=args.epochs)
+    cutoff = parse_cutoff(args.cutoff) if args.cutoff else None  # a typo fails before the log is read
+    _setup_logging("info")
+    from training.train import train
+
+    events, skipped = _read_log(args)
+    config = TrainConfig(
+        horizon_days=args.horizon_days,
+        seed=args.seed,
+        epochs=args.epochs,
+        cutoff_ms=cutoff,
+        max_silence_days=args.max_silence_days,
+    )
     treatment_log = None
     if args.treatment_log:
         from training.uplift import read_treatment_log
 
         treatment_log = read_treatment_log(args.treatment_log)
-    path = train(events, args.registry, config, source=str(args.events), treatment_log=treatment_log)
-    print(f"wrote bundle {path}")
+    path = train(
+        events, args.registry, config, source=str(args.events), treatment_log=treatment_log, skipped_rows=skipped
+    )
+    _print_training_summary(path)
     return 0
+
+
+def _print_training_summary(path: Path) -> None:
+    """What was chosen and why, the rows each filter removed, and the test figures beside the references."""
+    import json
+
+    meta = json.loads((path / "bundle.json").read_text())
+    data, metrics = meta["training_data"], meta["metrics"]
+    filters = data["filters"]
+    silence = filters["max_silence_days"]
+    print(
+        f"cutoff {data['cutoff']} ({data['cutoff_chosen']}), {data['horizon_days']}-day horizon; rows: "
+        + ", ".join(
+            f"{role} {counts['rows']}" + (f" (-{counts['removed_silent']} silent > {silence} d)" if silence else "")
+            for role, counts in filters.items()
+            if isinstance(counts, dict)
+        )
+    )
+    selection = metrics["selection"]
+    for name, figures in selection.get("mean", {}).items():
+        mark = "  <- shipped" if name == selection["chosen"] else ""
+        print(
+            f"  {name:24s} rolling-origin log loss {figures['log_loss']:.4f}  ROC-AUC {figures['roc_auc']:.4f}  "
+            f"Brier {figures['brier']:.4f}{mark}"
+        )
+    rows = {"model": metrics.get("test"), **metrics.get("test_baselines", {})}
+    for name, figures in rows.items():
+        if not figures:
+            continue
+        line = f"  test {name:24s} ROC-AUC {figures['roc_auc']:.4f}  Brier {figures['brier']:.4f}"
+        line += f"  ECE {figures['ece']:.4f}"
+        diff = metrics.get("test_model_minus_baseline", {}).get(name)
+        if diff:
+            auc = diff["roc_auc"]
+            line += f"  model {auc['difference']:+.4f} ROC-AUC ({auc['ci95_low']:+.4f} to {auc['ci95_high']:+.4f})"
+        print(line)
+    print(f"wrote bundle {path}")
 
 
 def cmd_evaluate_cdnow(args: argparse.Namespace) -> int:
@@ -331,21 +406,41 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_model(args: argparse.Namespace) -> int:
-    """A bundle on an event log it has not seen: figures, plots, and a reference model."""
-    _setup_logging("info")
-    from retention_model.features.offline import read_event_log
-    from training.evaluate import evaluate_model, write_evaluation_report
-    from training.train import TrainConfig
+    """A bundle on an event log beside RFM logistic regression and BG/NBD, with paired intervals."""
+    from training.dataset import parse_cutoff
 
-    events = read_event_log(args.events)
-    report, curves = evaluate_model(events, args.model, TrainConfig(horizon_days=args.horizon_days))
+    cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
+    if args.scores and Path(args.scores).suffix not in {".csv", ".parquet"}:
+        print(f"retention evaluate model: --scores {args.scores}: write .csv or .parquet", file=sys.stderr)
+        return 2
+    _setup_logging("info")
+    from training.evaluate import evaluate_model, plan_evaluation, write_evaluation_report, write_scores
+
+    events, _ = _read_log(args)
+    plan = plan_evaluation(
+        events, args.model, cutoff_ms=cutoff, horizon_days=args.horizon_days, max_silence_days=args.max_silence_days
+    )  # every refusal comes here, before TensorFlow loads
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    report, curves, test = evaluate_model(events, plan, seed=args.seed)
     written = write_evaluation_report(report, curves, args.out)
-    for name in ("model", "logistic_regression"):
+    if args.scores:
+        written.append(write_scores(args.scores, test, curves))
+    print(f"{report['rows']['test']} users at {report['test_cutoff']}, {report['horizon_days']}-day horizon")
+    for name in ("model", "rfm_logistic_regression", "bgnbd"):
         figures = report[name]
-        print(
-            f"{name:20s} ROC-AUC {figures['roc_auc']:.3f}  PR-AUC {figures['pr_auc']:.3f}  "
-            f"Brier {figures['brier']:.3f}  ECE {figures['ece']:.3f}  lift@10% {figures['lift_top_10']:.2f}"
+        line = (
+            f"{name:24s} ROC-AUC {figures['roc_auc']:.3f}  Brier {figures['brier']:.3f}  ECE {figures['ece']:.3f}  "
+            f"lift@10% {figures['lift_top_10']:.2f}"
         )
+        diff = report["model_minus_baseline"].get(name)
+        if diff:
+            auc, brier = diff["roc_auc"], diff["brier"]
+            line += (
+                f"  model {auc['difference']:+.3f} ROC-AUC ({auc['ci95_low']:+.3f} to {auc['ci95_high']:+.3f}), "
+                f"{brier['difference']:+.3f} Brier ({brier['ci95_low']:+.3f} to {brier['ci95_high']:+.3f})"
+            )
+        print(line)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -357,6 +452,12 @@ def _add_broker_wait(p: argparse.ArgumentParser, default: float = 10.0) -> None:
         type=float,
         default=default,
         help=f"how long to wait for the broker before giving up, in s (default {default:g})",
+    )
+
+
+def _add_skip_invalid(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="count and report rows that break the schema instead of stopping"
     )
 
 
@@ -585,6 +686,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", required=True, help=".jsonl, .parquet or .csv event log in schema v1")
     p.add_argument("--registry", required=True, help="folder to write the bundle into")
     _add_fit_flags(p)
+    p.add_argument(
+        "--cutoff",
+        help="train on what precedes this ISO-8601 date or timestamp (2011-09-10, 2011-09-10T00:00:00+00:00); "
+        "default: the last cutoff the log labels in full, whose figures the bundle then records",
+    )
+    p.add_argument(
+        "--max-silence-days",
+        type=_silence_days,
+        default=120,
+        help="leave out rows of users silent longer than this at their cutoff ('none' keeps all; default 120)",
+    )
+    _add_skip_invalid(p)
     p.add_argument("--treatment-log", help="randomised treatment log (JSONL) to fit the coupon uplift model on")
     p.set_defaults(func=cmd_train)
 
@@ -607,10 +720,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_evaluate_cdnow)
-    p = evaluate.add_parser("model", help="a bundle on an event log: figures, plots, a reference model")
-    p.add_argument("--events", required=True, help="event log (.jsonl, .parquet, .csv) the bundle was not trained on")
+    p = evaluate.add_parser(
+        "model", help="a bundle on an event log beside RFM logistic regression and BG/NBD, with paired intervals"
+    )
+    p.add_argument("--events", required=True, help="event log (.jsonl, .parquet, .csv)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model bundle or registry")
-    p.add_argument("--horizon-days", type=int, default=30)
+    p.add_argument(
+        "--cutoff", help="score the users of this ISO-8601 date or timestamp (default: the last the log labels in full)"
+    )
+    p.add_argument("--horizon-days", type=int, help="label horizon (default: the bundle's; a different one warns)")
+    p.add_argument(
+        "--max-silence-days",
+        type=lambda text: "bundle" if text == "bundle" else _silence_days(text),
+        default="bundle",
+        help="leave out users silent longer than this ('none' keeps all; default: what the bundle was trained with)",
+    )
+    p.add_argument("--scores", help="also write one row per scored user to this .csv or .parquet")
+    p.add_argument("--seed", type=int, default=42, help="seed of the bootstrap and the permutation importance")
+    _add_skip_invalid(p)
     p.add_argument("--out", default="evaluation", help="folder for evaluation.md, evaluation.json and the plots")
     p.set_defaults(func=cmd_evaluate_model)
     p = evaluate.add_parser("policy", help="random vs top-risk vs uplift targeting on simulated ground truth")

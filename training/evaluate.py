@@ -1,34 +1,52 @@
-"""``retention evaluate model``: how good is a bundle on an event log it has not seen?
+"""``retention evaluate model``: how good is a bundle on an event log, beside its references?
 
-Builds labelled rows with the shared feature code at the log's last cutoff that
-still has a full horizon after it, scores them with the bundle (the serving code
-path), fits a logistic-regression reference on the earlier cutoffs, and reports
-every figure a reviewer asks for: ROC-AUC, PR-AUC, Brier, log loss, expected
-calibration error, lift and capture in the top 10% and 20%, a calibration table,
-and permutation feature importance. Writes ``evaluation.json``, ``evaluation.md``
-and, with matplotlib, PNG plots.
+Builds labelled rows with the shared feature code at one cutoff (given, or the last
+the log labels in full), scores them with the bundle (the serving code path), and
+puts two references beside it on the very same rows: an RFM logistic regression
+fitted on the preceding period of the same log (cutoffs whose labels closed by the
+cutoff) and BG/NBD fitted on the users' histories. Every difference from the model
+comes with a paired bootstrap 95% interval. Also reported: PR-AUC, log loss,
+expected calibration error, lift and capture in the top 10% and 20%, a calibration
+table and permutation feature importance. Writes ``evaluation.json``,
+``evaluation.md``, with matplotlib PNG plots, and on request one row per scored user.
+
+Everything that can refuse (a bundle for other features, a cutoff the log cannot
+label, the bundle's own training period) is checked before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retention_model.errors import TrainingDataError
 from retention_model.events import Event
 from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.model.bundle import normalise
+from retention_model.features.state import DAY_MS
+from retention_model.model.bundle import BundleMeta, check_feature_spec, read_bundle_meta
 from retention_model.model.scorer import ChurnModel
-from training.train import TrainConfig, build_dataset, choose_cutoffs, classification_metrics
+from training.baselines import bgnbd_churn, rfm_logistic_regression_churn
+from training.dataset import Dataset, TrainConfig, build_dataset, day
+from training.metrics import classification_metrics, paired_differences
 
-__all__ = ["evaluate_model", "lift_and_capture", "write_evaluation_report"]
+__all__ = [
+    "EvaluationPlan",
+    "evaluate_model",
+    "lift_and_capture",
+    "plan_evaluation",
+    "write_evaluation_report",
+    "write_scores",
+]
 
 log = logging.getLogger(__name__)
 
 PLOTS = ("roc", "precision_recall", "calibration", "lift", "feature_importance")
+BASELINES = ("rfm_logistic_regression", "bgnbd")
 
 
 def lift_and_capture(labels: np.ndarray, scores: np.ndarray, top: float) -> dict[str, float]:
@@ -73,33 +91,102 @@ def _permutation_importance(
     return [{"feature": name, "roc_auc_drop": float(drop)} for drop, name in drops[:top]]
 
 
-def evaluate_model(
-    events: list[Event], model_path: str | Path, config: TrainConfig | None = None, *, seed: int = 42
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Figures of the bundle and of a logistic-regression reference on the same test rows."""
-    from sklearn.linear_model import LogisticRegression
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Where to evaluate, decided (and checked) before TensorFlow loads."""
 
-    config = config or TrainConfig()
-    model = ChurnModel(model_path, device="cpu").load()
-    meta = model.meta_
-    assert meta is not None
-    first_ms = min(e.ts_ms for e in events)
-    last_ms = max(e.ts_ms for e in events)
-    cutoffs = choose_cutoffs(first_ms, last_ms, config)
-    if len(cutoffs) < 2:
-        msg = f"the log spans {(last_ms - first_ms) / 86_400_000:.0f} days: too short for a test cutoff"
-        raise ValueError(msg)
-    data = build_dataset(events, cutoffs, config)
-    test_cutoff = cutoffs[-1]
-    earlier = data.take(data.cutoffs <= test_cutoff - config.horizon_days * 86_400_000)
-    test = data.take(data.cutoffs == test_cutoff)
-    if len(earlier.keys) == 0 or len(np.unique(test.churn)) < 2:
-        msg = "the log has no earlier rows to fit the reference on, or the test rows are all one class"
-        raise ValueError(msg)
-    mean, std = np.asarray(meta.mean), np.asarray(meta.std)
-    scores = model.score_many(test.features)
-    reference = LogisticRegression(max_iter=2000).fit(normalise(earlier.features, mean, std), earlier.churn)
-    reference_scores = reference.predict_proba(normalise(test.features, mean, std))[:, 1]
+    meta: BundleMeta
+    config: TrainConfig
+    cutoff: int
+    #: Earlier cutoffs, labels closed by ``cutoff``: the reference regression's rows.
+    prior: tuple[int, ...]
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_evaluation(
+    events: list[Event],
+    model_path: str | Path,
+    *,
+    cutoff_ms: int | None = None,
+    horizon_days: int | None = None,
+    max_silence_days: int | str | None = "bundle",
+    config: TrainConfig | None = None,
+) -> EvaluationPlan:
+    """Check the bundle and the cutoff; pick the horizon (the bundle's by default) and the reference rows."""
+    meta = read_bundle_meta(model_path)
+    check_feature_spec(meta)
+    trained = meta.training_data
+    warnings = []
+    bundle_horizon = trained.get("horizon_days")
+    horizon = horizon_days or bundle_horizon or 30
+    if bundle_horizon and horizon != bundle_horizon:
+        warnings.append(
+            f"the bundle was trained for a {bundle_horizon}-day horizon; evaluating it on {horizon} days "
+            "judges it on a question it was not asked"
+        )
+    silence = (
+        trained.get("filters", {}).get("max_silence_days", 120) if max_silence_days == "bundle" else max_silence_days
+    )
+    base = config or TrainConfig()
+    config = replace(base, horizon_days=int(horizon), max_silence_days=silence)  # type: ignore[arg-type]
+    if not events:
+        raise TrainingDataError("the event log has no events")
+    first_ms, last_ms = min(e.ts_ms for e in events), max(e.ts_ms for e in events)
+    h = config.horizon_days * DAY_MS
+    cutoff = cutoff_ms if cutoff_ms is not None else (last_ms - h) - (last_ms - h) % DAY_MS
+    if cutoff + h > last_ms:
+        msg = (
+            f"the log ends {day(last_ms)}: the {config.horizon_days}-day labels after the cutoff {day(cutoff)} "
+            f"need events up to {day(cutoff + h)}; give a cutoff on or before {day(last_ms - h)}"
+        )
+        raise TrainingDataError(msg)
+    earliest = first_ms + config.min_history_days * DAY_MS
+    step = config.cutoff_step_days * DAY_MS
+    prior = tuple(sorted(c for c in range(cutoff - step, earliest - 1, -step) if c + h <= cutoff))
+    if not prior or cutoff <= first_ms:
+        needed = config.min_history_days + config.horizon_days + config.cutoff_step_days
+        msg = (
+            f"the log starts {day(first_ms)}: the reference regression needs labelled rows before the cutoff "
+            f"{day(cutoff)}, so at least {needed} days of log before it"
+        )
+        raise TrainingDataError(msg)
+    through = trained.get("cutoff_ms")
+    same_log = (
+        trained.get("events") == len(events)
+        and trained.get("users") == len({e.user_id for e in events})
+        and str(trained.get("first_event", "")).startswith(day(first_ms - first_ms % DAY_MS))
+    )
+    if same_log and through is not None and cutoff < int(through):
+        msg = (
+            f"the bundle was trained on this log with labels up to {day(int(through))}, after the cutoff "
+            f"{day(cutoff)}: its figures here would be flattered. Evaluate at {day(int(through))} or later, "
+            "or train with --cutoff at the evaluation cutoff"
+        )
+        raise TrainingDataError(msg)
+    return EvaluationPlan(meta, config, cutoff, prior, warnings)
+
+
+def evaluate_model(
+    events: list[Event], plan: EvaluationPlan, *, seed: int = 42
+) -> tuple[dict[str, Any], dict[str, np.ndarray], Dataset]:
+    """The bundle, the RFM logistic regression and BG/NBD on the same rows, with paired intervals."""
+    config, cutoff = plan.config, plan.cutoff
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    data = build_dataset(events, [*plan.prior, cutoff], config)
+    test, prior = data.at((cutoff,)), data.at(plan.prior)
+    if len(test.keys) == 0 or test.churn.min() == test.churn.max() or prior.churn.min() == prior.churn.max():
+        msg = (
+            f"{len(test.keys)} users at {day(cutoff)} ({test.churn.mean() if len(test.keys) else 0:.0%} churn), "
+            f"{len(prior.keys)} earlier rows: both need churners and stayers; try another --cutoff or --horizon-days"
+        )
+        raise TrainingDataError(msg)
+    model = ChurnModel(plan.meta.path, device="cpu").load()
+    scores = {
+        "model": model.score_many(test.features),
+        "rfm_logistic_regression": rfm_logistic_regression_churn(prior, test),
+    }
+    scores["bgnbd"], bgnbd = bgnbd_churn(test, config.horizon_days)
 
     def figures(s: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = classification_metrics(test.churn, s)
@@ -110,15 +197,51 @@ def evaluate_model(
         return out
 
     report = {
-        "model_version": meta.version,
-        "test_cutoff": np.datetime64(test_cutoff, "ms").astype(str) + "Z",
+        "model_version": plan.meta.version,
+        "model_candidate": plan.meta.extras.get("candidate", "mlp"),
+        "test_cutoff": day(cutoff),
         "horizon_days": config.horizon_days,
-        "rows": {"test": len(test.keys), "reference_fit": len(earlier.keys)},
-        "model": figures(scores),
-        "logistic_regression": figures(reference_scores),
+        "warnings": plan.warnings,
+        "rows": {
+            "test": len(test.keys),
+            "reference_fit": len(prior.keys),
+            "reference_cutoffs": [day(c) for c in plan.prior],
+            "filters": {
+                "max_silence_days": config.max_silence_days,
+                "test": data.counts((cutoff,)),
+                "reference_fit": data.counts(plan.prior),
+            },
+        },
+        "model": figures(scores["model"]),
+        **{name: figures(scores[name]) for name in BASELINES},
+        "model_minus_baseline": {
+            name: paired_differences(test.churn, scores["model"], scores[name], seed=seed) for name in BASELINES
+        },
+        "bgnbd_parameters": {"r": bgnbd.r, "alpha": bgnbd.alpha, "a": bgnbd.a, "b": bgnbd.b},
         "feature_importance": _permutation_importance(model, test.features, test.churn, 15, seed),
     }
-    return report, {"labels": test.churn, "model": scores, "logistic_regression": reference_scores}
+    return report, {"labels": test.churn, **scores}, test
+
+
+def write_scores(path: str | Path, test: Dataset, curves: dict[str, np.ndarray]) -> Path:
+    """One row per scored user: user_id, churned (1/0), model, and one column per baseline."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.DataFrame(
+        {
+            "user_id": [user for user, _ in test.keys],
+            "churned": curves["labels"].astype(np.int8),
+            "model": curves["model"],
+            **{name: curves[name] for name in BASELINES},
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
 
 
 def write_evaluation_report(report: dict[str, Any], curves: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
@@ -127,7 +250,7 @@ def write_evaluation_report(report: dict[str, Any], curves: dict[str, np.ndarray
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     written = [out / "evaluation.json"]
-    names = ("model", "logistic_regression")
+    names = ("model", *BASELINES)
     rows = [
         "roc_auc",
         "pr_auc",
@@ -139,15 +262,33 @@ def write_evaluation_report(report: dict[str, Any], curves: dict[str, np.ndarray
         "lift_top_20",
         "capture_top_20",
     ]
+    filters = report["rows"]["filters"]
     lines = [
-        f"# Evaluation of model {report['model_version']}",
+        f"# Evaluation of model {report['model_version']} ({report['model_candidate']})",
         "",
         f"Test rows: {report['rows']['test']} users at {report['test_cutoff']}; label: no purchase within "
-        f"{report['horizon_days']} days. Reference: logistic regression fitted on earlier cutoffs of the same log.",
+        f"{report['horizon_days']} days. Rows of users silent over {filters['max_silence_days']} days left out: "
+        f"{filters['test']['removed_silent']}. References on the same rows: an RFM logistic regression fitted on "
+        f"{report['rows']['reference_fit']} rows at the earlier cutoffs of this log, and BG/NBD.",
+        *(f"\n**Warning:** {w}." for w in report["warnings"]),
         "",
-        "| figure | model | logistic regression |",
-        "|---|---:|---:|",
-        *(f"| {r} | {report['model'][r]:.4f} | {report['logistic_regression'][r]:.4f} |" for r in rows),
+        "| figure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+        *(f"| {r} | " + " | ".join(f"{report[n][r]:.4f}" for n in names) + " |" for r in rows),
+        "",
+        "## Model minus baseline (paired bootstrap, 95% interval)",
+        "",
+        "| baseline | ROC-AUC | Brier | log loss |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | "
+            + " | ".join(
+                f"{d['difference']:+.4f} ({d['ci95_low']:+.4f} to {d['ci95_high']:+.4f}, {d['verdict']})"
+                for d in (report["model_minus_baseline"][name][k] for k in ("roc_auc", "brier", "log_loss"))
+            )
+            + " |"
+            for name in BASELINES
+        ),
         "",
         "## Calibration (model)",
         "",

@@ -163,7 +163,7 @@ def test_evaluate_model_command_writes_figures_plots_and_a_reference(tmp_path: P
     out = tmp_path / "evaluation"
     assert main(["evaluate", "model", "--events", str(events), "--out", str(out)]) == 0
     report = json.loads((out / "evaluation.json").read_text())
-    for name in ("model", "logistic_regression"):
+    for name in ("model", "rfm_logistic_regression", "bgnbd"):
         figures = report[name]
         assert {"roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_10", "capture_top_20"} <= set(figures)
         assert 0.5 < figures["roc_auc"] <= 1
