@@ -124,6 +124,15 @@ def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeo
         return 2
     check_ports(settings)
     check_api_exposure(settings)
+    from retention_model.model.bundle import resolve_bundle
+
+    try:  # local mistakes first: a wrong bundle path needs no broker to report
+        for bundle_path in (settings.model_path, settings.shadow_model_path):
+            if bundle_path:
+                resolve_bundle(bundle_path)
+    except BundleError as exc:
+        print(f"retention worker: cannot start: {exc}", file=sys.stderr)
+        return 2
     bootstrap = ",".join(settings.broker_list)
     cluster_id = require_broker(settings, broker_wait_s)
     settings = adapt_to_broker(settings, cluster_id, session_timeout_set=session_timeout_set)
