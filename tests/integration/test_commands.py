@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -43,35 +42,3 @@ def test_broker_command_serves_until_sigterm() -> None:
     finally:
         if process.poll() is None:
             process.kill()
-
-
-def test_demo_stops_everything_on_ctrl_c() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo", "--seconds", "120"],
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    port = None
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = process.stdout.readline().decode()
-            if "embedded broker (Tansu) up on" in line:
-                port = int(line.rsplit(":", 1)[1])
-            if "streaming" in line:
-                break
-        assert port is not None
-        time.sleep(2)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 130
-    finally:
-        if process.poll() is None:
-            process.kill()
-    time.sleep(0.5)
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
-    assert subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True).stdout == b""
-    assert subprocess.run(["pgrep", "-f", "streams.cli worker"], capture_output=True).stdout == b""
