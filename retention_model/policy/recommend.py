@@ -2,10 +2,12 @@
 other buyers bought together, learned offline and shipped in the model bundle.
 
 Learning counts items that shared a purchasing basket (an order's lines, and the
-items carted in a session that ended in a purchase) and scores pairs by cosine similarity of their
-basket sets; it also ranks items by popularity within each category. Serving
-starts from the user's recent items (kept in state as hashes) and top
-categories, and needs nothing but this table.
+items carted in a session that ended in a purchase) and scores pairs by cosine
+similarity of their basket sets; it ranks items by popularity overall and within
+each category (ties: the item bought last first). Serving starts from the user's recent items (kept in
+state as hashes) and top categories, with overall popularity as the fallback, and
+needs nothing but this table. With a user's purchase history (offline, see
+:mod:`retention_model.policy.buy_again`) the user's own repeat purchases come first.
 """
 
 from __future__ import annotations
@@ -14,31 +16,49 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from retention_model.events import Event, EventType
 from retention_model.features.state import UserState, item_hash
+from retention_model.policy.buy_again import (
+    BuyAgainConfig,
+    PurchaseHistory,
+    bought_items,
+    buy_again_scores,
+)
 
-__all__ = ["Recommender", "learn_recommendations"]
+__all__ = ["Blend", "Recommender", "learn_recommendations"]
 
 _BASKET_TYPES = (EventType.ADD_TO_CART, EventType.PURCHASE)
 #: Bound on remembered payloads (cleared when full: cheap, and recent users refill it).
 _BUILT_KEPT = 65_536
+#: Popular items kept overall (bundle size).
+_POPULAR_KEPT: Final = 200
 
 
 def learn_recommendations(events: Iterable[Event], neighbours: int = 10, per_category: int = 20) -> dict[str, Any]:
-    """Co-purchase neighbours per item and popular items per category, JSON-ready."""
+    """Co-purchase neighbours, popular items overall and per category; JSON-ready.
+
+    A purchase's basket is its session's (carts and lines) when it has a session id,
+    else its own order's lines: a log of orders without sessions would otherwise
+    make each user's whole history one basket.
+    """
     carted: dict[tuple[str, str], set[str]] = defaultdict(set)
     purchased_sessions: set[tuple[str, str]] = set()
     category_of: dict[str, str] = {}
+    last_bought: dict[str, int] = {}
     for event in events:
         session = (event.user_id, event.session_id or event.user_id)
         if event.type is EventType.PURCHASE:
+            if event.session_id is None and event.items:
+                session = (event.user_id, f"order:{event.order_id or event.event_id}")
             purchased_sessions.add(session)
             for line in event.items or ():  # an order's lines are its basket, carts or not
                 carted[session].add(line.item_id)
                 if line.category is not None:
                     category_of[line.item_id] = line.category
+            for item in bought_items(event):
+                last_bought[item] = max(last_bought.get(item, 0), event.ts_ms)
         if event.type in _BASKET_TYPES and event.item_id is not None:
             carted[session].add(event.item_id)
             if event.category is not None:
@@ -58,22 +78,48 @@ def learn_recommendations(events: Iterable[Event], neighbours: int = 10, per_cat
         score = together / math.sqrt(popularity[a] * popularity[b])
         related[a].append((score, b))
         related[b].append((score, a))
-    by_category: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for item, count in popularity.items():
-        by_category[category_of.get(item, "")].append((count, item))
+
+    def most_bought(items: Iterable[str]) -> list[str]:
+        # Ties: the item bought most recently, then the id.
+        return sorted(items, key=lambda i: (-popularity[i], -last_bought.get(i, 0), i))
+
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for item in popularity:
+        by_category[category_of.get(item, "")].append(item)
+    overall = most_bought(popularity)[:_POPULAR_KEPT]
     return {
         "also_bought": {
             item: [[other, round(score, 4)] for score, other in sorted(found, key=lambda p: (-p[0], p[1]))[:neighbours]]
             for item, found in sorted(related.items())
         },
         "popular": {
-            category: [[item, count] for count, item in sorted(found, key=lambda p: (-p[0], p[1]))[:per_category]]
+            category: [[item, popularity[item]] for item in most_bought(found)[:per_category]]
             for category, found in sorted(by_category.items())
             if category
         },
+        "popular_overall": [[item, popularity[item]] for item in overall],
         "category_of": dict(sorted(category_of.items())),
         "baskets": len(purchased_sessions),
     }
+
+
+def _shares(found: list[tuple[str, int]]) -> list[tuple[str, float]]:
+    """Count / top count, nudged down by position (under 0.1%) so no two items tie."""
+    if not found:
+        return []
+    top, n = found[0][1] or 1, len(found)
+    return [(item, count / top * (1.0 - 1e-3 * pos / n)) for pos, (item, count) in enumerate(found)]
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Weights of the evidence beside buy-again (chosen on an earlier cutoff than the one reported)."""
+
+    co_purchase: float = 0.03
+    category: float = 0.1
+    popular: float = 0.01
+    #: The user's items (by buy-again score) that seed co-purchase.
+    seeds: int = 20
 
 
 @dataclass(frozen=True)
@@ -84,6 +130,9 @@ class Recommender:
     popular: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     category_of: dict[str, str] = field(default_factory=dict)
     item_by_hash: dict[int, str] = field(default_factory=dict)
+    popular_overall: list[tuple[str, int]] = field(default_factory=list)
+    blend: Blend = field(default_factory=Blend)
+    buy_again: BuyAgainConfig = field(default_factory=BuyAgainConfig)
     #: Payloads already built, by (seed items, categories, size). A user re-scored
     #: while nothing they saw changed gets the same payload; built once, it is read
     #: only (serialised, never mutated), so sharing it is safe.
@@ -92,15 +141,20 @@ class Recommender:
     )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Recommender:
-        """Build from :func:`learn_recommendations` output (as stored in a bundle)."""
+    def from_dict(
+        cls, data: dict[str, Any] | None, blend: Blend | None = None, buy_again: BuyAgainConfig | None = None
+    ) -> Recommender:
+        """Build from :func:`learn_recommendations` output (as stored in a bundle; older ones lack some keys)."""
+        blend, buy_again = blend or Blend(), buy_again or BuyAgainConfig()
         if not data:
-            return cls()
+            return cls(blend=blend, buy_again=buy_again)
         also = {item: [(str(o), float(s)) for o, s in found] for item, found in data.get("also_bought", {}).items()}
         popular = {c: [(str(i), int(n)) for i, n in found] for c, found in data.get("popular", {}).items()}
+        overall = [(str(i), int(n)) for i, n in data.get("popular_overall", [])]
         category_of = dict(data.get("category_of", {}))
-        known = set(also) | set(category_of)
-        return cls(also, popular, category_of, {item_hash(item): item for item in known})
+        known = set(also) | set(category_of) | {item for item, _ in overall}
+        by_hash = {item_hash(item): item for item in known}
+        return cls(also, popular, category_of, by_hash, overall, blend, buy_again)
 
     def recommend(self, state: UserState, top_categories: list[str], max_items: int) -> dict[str, Any]:
         """Payload for the recommendation topic: ranked items with why, and categories.
@@ -123,40 +177,85 @@ class Recommender:
     def _build(self, recent: list[str], top_categories: list[str], max_items: int) -> dict[str, Any]:
         scores: dict[str, float] = {}
         because: dict[str, str] = {}
+
+        def offer(item: str, value: float, why: str) -> None:
+            if item not in recent and value > scores.get(item, 0.0):
+                scores[item] = value
+                because[item] = why
+
         for rank, seed in enumerate(recent):
-            weight = 1.0 / (1 + rank)
             for other, score in self.also_bought.get(seed, []):
-                if other in recent:
-                    continue
-                value = weight * score
-                if value > scores.get(other, 0.0):
-                    scores[other] = value
-                    because[other] = f"often bought with {seed}"
+                offer(other, score / (1 + rank), f"often bought with {seed}")
         for rank, category in enumerate(top_categories):
-            found = self.popular.get(category, [])
-            if not found:
-                continue
-            top_count = found[0][1]
-            for item, count in found:
-                if item in recent:
-                    continue
-                value = 0.5 / (1 + rank) * count / top_count
-                if value > scores.get(item, 0.0):
-                    scores[item] = value
-                    because[item] = f"popular in {category}"
+            for item, share in _shares(self.popular.get(category, [])):
+                offer(item, 0.5 / (1 + rank) * share, f"popular in {category}")
+        for item, share in _shares(self.popular_overall[: 2 * max_items]):
+            offer(item, 0.05 * share, "popular")
+        strategy = "co_purchase+category_popularity" if self.also_bought else "top_categories"
+        return self._payload(scores, because, max_items, strategy, top_categories, recent)
+
+    def recommend_history(
+        self, history: PurchaseHistory, now_ms: int, max_items: int, top_categories: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Payload for a user whose purchase history is known: buy-again first, then co-purchase,
+        category and overall popularity (the offline evaluation's path; serving lacks the history).
+
+        ``top_categories`` defaults to the categories of the user's own purchases.
+        """
+        blend = self.blend
+        again = buy_again_scores(history, now_ms, self.buy_again)
+        decay = math.log(2) / self.buy_again.half_life_orders
+        orders = sum(math.exp(-decay * k) for k in range(len(history.orders_ms))) or 1.0
+        scores: dict[str, float] = {}
+        parts: dict[str, dict[str, float]] = defaultdict(dict)
+
+        def add(item: str, value: float, why: str) -> None:
+            scores[item] = scores.get(item, 0.0) + value
+            parts[item][why] = parts[item].get(why, 0.0) + value
+
+        for item, (score, why) in again.items():
+            add(item, score / orders, why)  # about the share of recent orders it was in
+        seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
+        for seed in seeds:
+            weight = again[seed][0] / orders
+            for other, similarity in self.also_bought.get(seed, []):
+                add(other, blend.co_purchase * weight * similarity, f"often bought with {seed}")
+        if top_categories is None:
+            weights: Counter[str] = Counter()
+            for item, (score, _) in again.items():
+                if item in self.category_of:
+                    weights[self.category_of[item]] += score
+            top_categories = sorted(weights, key=lambda c: (-weights[c], c))[:3]
+        for rank, category in enumerate(top_categories):
+            for item, share in _shares(self.popular.get(category, [])):
+                add(item, blend.category / (1 + rank) * share, f"popular in {category}")
+        for item, share in _shares(self.popular_overall[: 2 * max_items]):
+            add(item, blend.popular * share, "popular")
+        because = {item: max(found, key=lambda why: (found[why], why)) for item, found in parts.items()}
+        return self._payload(scores, because, max_items, "buy_again+co_purchase+popularity", top_categories, [])
+
+    def _payload(
+        self,
+        scores: dict[str, float],
+        because: dict[str, str],
+        max_items: int,
+        strategy: str,
+        top_categories: list[str],
+        seeds: list[str],
+    ) -> dict[str, Any]:
         ranked = sorted(scores, key=lambda i: (-scores[i], i))[:max_items]
         return {
-            "strategy": "co_purchase+category_popularity" if self.also_bought else "top_categories",
+            "strategy": strategy,
             "items": [
                 {
                     "item_id": item,
                     "category": self.category_of.get(item),
                     "rank": i + 1,
-                    "score": round(scores[item], 4),
+                    "score": round(scores[item], 6),
                     "because": because[item],
                 }
                 for i, item in enumerate(ranked)
             ],
             "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(top_categories)],
-            "seed_items": recent,
+            "seed_items": seeds,
         }
