@@ -79,7 +79,7 @@ def create_app(
         assigned = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.events_topic]
         metrics.assigned_partitions.set(len(assigned))
 
-    add_views(app, processor, state_api=settings.state_api == "on")
+    add_views(app, processor, state_api=settings.state_api == "on", token=settings.api_token)
 
     @app.timer(1.0)
     async def report_recovery() -> None:
