@@ -20,9 +20,14 @@ RESULTS: dict[str, Any] = {}
 
 
 def record(
-    key: str, value: float, *, unit: str = "", reference: str | None = None, runs: list[float] | None = None
+    key: str,
+    value: float,
+    *,
+    unit: str = "",
+    reference: str | list[str] | None = None,
+    runs: list[float] | None = None,
 ) -> None:
-    """Store one figure as ``group.name``; ``reference`` names the key it is compared with.
+    """Store one figure as ``group.name``; ``reference`` names the key (or keys) it is compared with.
 
     ``runs``: every run's value when ``value`` is their median; kept in the JSON under
     ``_meta.runs`` and shown as a range, so a reader sees how far the host moved them.
@@ -31,7 +36,7 @@ def record(
     meta = RESULTS.setdefault("_meta", {})
     meta.setdefault("units", {})[key] = unit
     if reference is not None:
-        meta.setdefault("references", {})[key] = reference
+        meta.setdefault("references", {})[key] = reference if isinstance(reference, str) else list(reference)
     if runs is not None:
         meta.setdefault("runs", {})[key] = runs
 
@@ -62,10 +67,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     runs = RESULTS["_meta"].get("runs", {})
     lines = ["", f"{'benchmark':42s} {'value':>16s}  unit / reference (same run)"]
     for key in sorted(k for k in RESULTS if not k.startswith("_")):
-        ref = references.get(key)
         note = units.get(key, "")
-        if ref is not None and ref in RESULTS and RESULTS[ref]:
-            note += f"  ({RESULTS[key] / RESULTS[ref]:.1f}x {ref})"
+        for ref in reference_keys(references.get(key)):
+            if RESULTS.get(ref):
+                note += f"  ({RESULTS[key] / RESULTS[ref]:.1f}x {ref})"
         if key in runs:
             low, high = min(runs[key]), max(runs[key])
             note += f"  [median of {len(runs[key])}: {_short(low)}-{_short(high)}]"
@@ -74,6 +79,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         lines.append(f"{key:42s} {shown:>16s}  {note}")
     lines.append(f"written to {path}")
     print("\n".join(lines))
+
+
+def reference_keys(reference: str | list[str] | None) -> list[str]:
+    """The keys a figure is compared with: none, one, or several (stored as a list)."""
+    if reference is None:
+        return []
+    return [reference] if isinstance(reference, str) else list(reference)
 
 
 def _short(value: float) -> str:

@@ -29,9 +29,10 @@ def render(results: dict[str, Any]) -> str:
     for key in sorted(k for k in results if not k.startswith("_")):
         value = results[key]
         reference = references.get(key)
-        compared = ""
-        if reference is not None and results.get(reference):
-            compared = f"`{reference}` {_fmt(results[reference])}: {value / results[reference]:.2f}x"
+        keys = [] if reference is None else [reference] if isinstance(reference, str) else reference
+        compared = "; ".join(
+            f"`{ref}` {_fmt(results[ref])}: {value / results[ref]:.2f}x" for ref in keys if results.get(ref)
+        )
         spread = ""
         if key in runs:
             spread = f"{_fmt(min(runs[key]))}–{_fmt(max(runs[key]))} ({len(runs[key])} runs)"
