@@ -1,0 +1,121 @@
+"""``retention evaluate recommendations``: metrics with known answers, the split, the report, the Instacart sample."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from retention_model.errors import TrainingDataError
+from retention_model.events import Event, EventType, OrderLine
+from retention_model.features.state import DAY_MS
+from training.recommend_eval import evaluate_recommendations, parse_cutoff, write_recs
+from training.recommend_metrics import bootstrap_report, ranking_metrics
+
+T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+
+
+def test_ranking_metrics_known_answers() -> None:
+    # relevant at ranks 1 and 3 of 2 relevant: DCG = 1 + 1/2, ideal = 1 + 1/log2(3)
+    hit, recall, ndcg = ranking_metrics(["a", "x", "b", "y"], {"a", "b"}, k=4)
+    assert (hit, recall) == (1.0, 1.0)
+    assert ndcg == pytest.approx(1.5 / (1 + 1 / np.log2(3)))
+    assert ranking_metrics(["x", "y", "a"], {"a"}, k=2) == (0.0, 0.0, 0.0)  # beyond K does not count
+    assert ranking_metrics(["a"], {"a", "b", "c"}, k=1) == (1.0, pytest.approx(1 / 3), 1.0)
+
+
+def test_paired_bootstrap_gives_a_method_minus_itself_a_zero_interval() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random((50, 3))
+    shown = sparse.csr_matrix(np.eye(50, 10))
+    report = bootstrap_report(
+        {"shipped": scores, "same": scores.copy(), "worse": scores * 0.5},
+        {"shipped": shown, "same": shown, "worse": shown},
+        catalogue=10,
+        reference="shipped",
+        ratio_to="worse",
+        replicates=200,
+    )
+    same = report["shipped_minus"]["same"]
+    assert same["hit_rate"] == {"difference": 0.0, "ci95": [0.0, 0.0]}
+    assert report["shipped_minus"]["worse"]["recall"]["ci95"][0] > 0
+    assert report["hit_rate_ratio_to_worse"]["value"] == 2.0
+    low, high = report["methods"]["shipped"]["coverage"]["ci95"]
+    assert low <= report["methods"]["shipped"]["coverage"]["value"] <= high
+
+
+def order(user: str, day: float, items: list[str]) -> Event:
+    lines = [OrderLine(item) for item in items]
+    return Event(f"{user}-{day}", user, EventType.PURCHASE, T0 + int(day * DAY_MS), price=5.0, items=lines)
+
+
+def weekly_shop() -> list[Event]:
+    """Ten users buy milk weekly with bread or butter; two buy cake; one only buys after the cutoff."""
+    events = []
+    for u in range(10):
+        for week in range(8):
+            events.append(order(f"u{u}", 7 * week + u / 10, ["milk", "bread" if u % 2 else "butter"]))
+    events += [order("c0", 3, ["cake"]), order("c1", 4, ["cake"]), order("new", 50, ["tea"])]
+    return events
+
+
+def test_repeat_buyers_are_served_their_rhythm_and_lists_are_written(tmp_path: Path) -> None:
+    cutoff = T0 + 45 * DAY_MS
+    report, recs = evaluate_recommendations(weekly_shop(), cutoff, k=2, replicates=100)
+    assert report["users"] == 11  # u0..u9 and the newcomer; c0 and c1 bought nothing after the cutoff
+    assert report["users_without_history"] == 1
+    shipped = report["methods"]["shipped"]
+    assert shipped["recall"]["value"] == pytest.approx(
+        10 / 11, abs=1e-4
+    )  # every regular's basket, not the newcomer's tea
+    assert recs["u1"] == ["milk", "bread"] or recs["u1"] == ["bread", "milk"]
+    assert report["methods"]["popularity"]["recall"]["value"] < shipped["recall"]["value"]
+    path = tmp_path / "recs.csv"
+    assert write_recs(recs, path) == sum(len(r) for r in recs.values())
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0].keys() == {"user_id", "item_id", "rank"}
+    assert [row["rank"] for row in rows if row["user_id"] == "u1"] == ["1", "2"]
+
+
+def test_a_cutoff_with_nothing_on_one_side_says_which_way_to_move() -> None:
+    with pytest.raises(TrainingDataError, match="choose a later --cutoff"):
+        evaluate_recommendations(weekly_shop(), T0 - DAY_MS)
+    with pytest.raises(TrainingDataError, match="choose an earlier --cutoff"):
+        evaluate_recommendations(weekly_shop(), T0 + 400 * DAY_MS)
+    with pytest.raises(TrainingDataError, match="--k must be at least 1"):
+        evaluate_recommendations(weekly_shop(), T0 + 45 * DAY_MS, k=0)
+    with pytest.raises(TrainingDataError, match="not an ISO-8601 date"):
+        parse_cutoff("end of June")
+
+
+def test_the_instacart_sample_becomes_orders_with_lines_ending_on_one_day() -> None:
+    from training.instacart import LAST_ORDER_DAY, InstacartMissingError, instacart_events, read_instacart
+
+    try:
+        raw = read_instacart()
+    except InstacartMissingError as exc:
+        pytest.skip(f"Instacart sample absent ({exc})")
+    events = instacart_events()
+    assert len(events) == raw["order_id"].nunique() == 15_183
+    assert len({e.user_id for e in events}) == 593
+    assert sum(len(e.items or []) for e in events) == len(raw)  # no order in the sample repeats a product
+    last = {}
+    for event in events:
+        last[event.user_id] = event.ts_ms
+    last_day_ms = int(LAST_ORDER_DAY.timestamp() * 1000)
+    assert all(0 <= ts - last_day_ms < DAY_MS for ts in last.values())
+    # A user's gaps between orders are the sample's days since the prior order (hours aside).
+    user = raw["user_id"].iloc[0]
+    orders = raw[raw["user_id"] == user].drop_duplicates("order_id").sort_values("order_number")
+    mine = [e for e in events if e.user_id == str(user)]
+    days = [
+        round((b.ts_ms - a.ts_ms) / DAY_MS - (hb - ha) / 24)
+        for a, b, ha, hb in zip(
+            mine, mine[1:], orders["order_hour_of_day"], orders["order_hour_of_day"].iloc[1:], strict=False
+        )
+    ]
+    assert days == [int(d) for d in orders["days_since_prior_order"].iloc[1:]]
