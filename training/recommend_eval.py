@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import pandas as pd
-from scipy import sparse
 
 from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType
 from retention_model.features.state import UserState, apply_event
 from retention_model.policy.buy_again import PurchaseHistory, bought_items, purchase_histories
 from retention_model.policy.recommend import Recommender, learn_recommendations
-from training.recommend_metrics import bootstrap_report, ranking_metrics
+
+# pandas, scipy and the metrics are imported where used: register() runs whenever the
+# CLI builds its parser, and those imports would double the start-up time of every command.
 
 __all__ = ["evaluate_recommendations", "format_report", "parse_cutoff", "register", "write_recs"]
 
@@ -50,6 +50,8 @@ Method = Callable[[str], list[str]]
 
 def parse_cutoff(text: str) -> int:
     """Epoch ms of an ISO-8601 date or timestamp (UTC when it names no zone)."""
+    import pandas as pd
+
     try:
         stamp = pd.Timestamp(text)
     except ValueError as exc:
@@ -139,6 +141,11 @@ def evaluate_recommendations(
     seed: int = 42,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The report (JSON-ready) and the shipped recommender's list per test user."""
+    import pandas as pd
+    from scipy import sparse
+
+    from training.recommend_metrics import bootstrap_report, ranking_metrics
+
     if k < 1:
         msg = f"--k must be at least 1; got {k}"
         raise TrainingDataError(msg)
