@@ -11,8 +11,8 @@ from importlib import metadata
 import pytest
 
 from streams import compat
-from streams.cli import run_worker
 from streams.settings import Settings
+from streams.startup import run_worker
 from tests.conftest import REPO
 
 

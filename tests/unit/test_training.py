@@ -46,12 +46,12 @@ def test_live_simulation_stamps_each_event_as_it_is_produced() -> None:
     """``simulate --live``: the same events in the same order, event time = wall time at produce."""
     import time
 
-    from streams.cli import _stamped_now
+    from streams.commands.simulate import stamped_now
 
     events = list(simulate(SimConfig(users=20, days=10, seed=3)))
     before = int(time.time() * 1000)
     stamped = []
-    for event in _stamped_now(iter(events)):
+    for event in stamped_now(iter(events)):
         stamped.append(event)
         if len(stamped) == 2:
             time.sleep(0.05)  # a slow producer: later events are stamped later
