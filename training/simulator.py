@@ -6,6 +6,12 @@ view -> cart -> purchase funnel; orders may be cancelled, returned or reviewed.
 The daily churn hazard rises after bad experiences (cancellations, returns, low
 ratings) and long gaps; a churning user fades out over days before going silent,
 as real users do. Ground truth (who churned, when) is kept for evaluation.
+
+Items: within a category, popularity falls off as a power law, and each user has a
+few favourite items per category that they come back to (and so buy again); an
+order carries its cart as ``items``. Those choices draw on a second random stream
+of their own, so every other draw, and with it every event's type, time, price and
+category, is what it was before items had any structure.
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
-from retention_model.events import Event, EventType, encode_event
+from retention_model.events import Event, EventType, OrderLine, encode_event
 
 __all__ = ["SimConfig", "SimUser", "encode_stream", "simulate", "simulate_users"]
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+#: Items per category, the power of their popularity's fall-off, a user's favourites per category.
+ITEMS_PER_CATEGORY = 50
+ITEM_POPULARITY_POWER = 1.0
+FAVOURITES_PER_CATEGORY = 3
+_ITEM_CDF = np.cumsum(1.0 / np.arange(1, ITEMS_PER_CATEGORY + 1) ** ITEM_POPULARITY_POWER)
+_ITEM_CDF /= _ITEM_CDF[-1]
 
 BAD_PAYLOADS: tuple[bytes, ...] = (
     b'{"event_id": "x", "user_id": "u1", "type": "view"',  # truncated JSON
@@ -79,6 +91,19 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
     mishap = float(rng.beta(1.0, 14.0))
     base_hazard = float(rng.lognormal(math.log(0.006), 0.6))
 
+    # Item choice has its own stream: the main one draws exactly what it did before.
+    item_rng = np.random.default_rng([config.seed, uid, 21])
+    loyalty = float(item_rng.beta(2.0, 2.0))
+    favourites = np.searchsorted(_ITEM_CDF, item_rng.random((config.categories, FAVOURITES_PER_CATEGORY)))
+
+    def pick_item(cat: int, draw: int) -> str:
+        """The main stream's uniform draw, turned into a popular or a favourite item."""
+        if item_rng.random() < loyalty:
+            index = int(favourites[cat, int(item_rng.integers(0, FAVOURITES_PER_CATEGORY))])
+        else:
+            index = int(np.searchsorted(_ITEM_CDF, (draw + item_rng.random()) / ITEMS_PER_CATEGORY))
+        return f"i{cat:02d}-{index:03d}"
+
     events: list[Event] = []
     seq = 0
 
@@ -125,7 +150,7 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                 t += int(rng.uniform(5_000, 120_000))
                 cat = int(rng.choice(config.categories, p=taste))
                 category = f"c{cat:02d}"
-                item = f"i{cat:02d}-{int(rng.integers(0, 50)):03d}"
+                item = pick_item(cat, int(rng.integers(0, ITEMS_PER_CATEGORY)))
                 price = round(float(rng.lognormal(math.log(price_level), 0.4)), 2)
                 emit(EventType.VIEW, t, session_id=session_id, item_id=item, category=category, price=price)
                 if rng.random() < 0.3:
@@ -174,6 +199,7 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
                     quantity=items,
                     category=main_category,
                     coupon_id=coupon_id,
+                    items=_order_lines(cart),
                 )
                 last_purchase_day = day
                 went_wrong = rng.random() < mishap * 3
@@ -228,6 +254,15 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
         "base_hazard": base_hazard,
     }
     return events, SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms, traits)
+
+
+def _order_lines(cart: list[tuple[str, str, float, int]]) -> list[OrderLine]:
+    """A cart as order lines, one per item (an item carted twice adds up)."""
+    lines: dict[str, OrderLine] = {}
+    for item, category, price, quantity in cart:
+        before = lines[item].quantity or 0 if item in lines else 0
+        lines[item] = OrderLine(item, category, price, before + quantity)
+    return list(lines.values())
 
 
 def simulate_users(config: SimConfig) -> tuple[list[list[Event]], list[SimUser]]:

@@ -20,6 +20,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         order=args.order_column,
         cancelled=args.cancelled_column,
         assume_tz=args.assume_tz,
+        item=args.item_column,
+        category=args.category_column,
+        quantity=args.quantity_column,
+        unit_price=args.unit_price_column,
     )
     try:
         n = convert_transactions(args.csv, args.out, columns)
@@ -40,5 +44,13 @@ def register(sub: Any) -> None:
     p.add_argument("--amount-column", default="amount")
     p.add_argument("--order-column")
     p.add_argument("--cancelled-column", help="a column that is 1/true/yes for cancelled orders")
+    p.add_argument(
+        "--item-column", help="line-level CSV: the item of each row; rows sharing --order-column become one order"
+    )
+    p.add_argument("--category-column", help="line-level CSV: the item's category")
+    p.add_argument("--quantity-column", help="line-level CSV: units of the item in the order")
+    p.add_argument(
+        "--unit-price-column", help="line-level CSV: the unit price (order total = their sum when no amount column)"
+    )
     p.add_argument("--assume-tz", default="UTC", help="time zone of timestamps that carry none")
     p.set_defaults(func=cmd_convert)

@@ -20,6 +20,7 @@ from streams.commands.common import (
     silence_days,
 )
 from streams.settings import BUNDLED_MODEL
+from training.recommend_eval import register as register_recommendations
 
 __all__ = ["EVALUATIONS", "register"]
 
@@ -160,7 +161,7 @@ def register_sequence(evaluate: Any) -> None:
 
 
 #: The ``evaluate`` sub-commands, in the order ``--help`` and the README list them.
-EVALUATIONS = (register_cdnow, register_model, register_policy, register_sequence)
+EVALUATIONS = (register_cdnow, register_model, register_policy, register_sequence, register_recommendations)
 
 
 def register(sub: Any) -> None:

@@ -96,6 +96,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _event_row(event: Any) -> dict[str, Any]:
+    from msgspec import structs
+
     return {
         "event_id": event.event_id,
         "user_id": event.user_id,
@@ -110,6 +112,7 @@ def _event_row(event: Any) -> dict[str, Any]:
         "session_id": event.session_id,
         "coupon_id": event.coupon_id,
         "intervention_id": event.intervention_id,
+        "items": [structs.asdict(line) for line in event.items] if event.items else None,
     }
 
 
