@@ -18,6 +18,7 @@ from retention_model.errors import BundleError
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
 from retention_model.pipeline.records import Inference, ModelCall
+from retention_model.policy.recommend import Recommender
 from streams.metrics import Metrics
 
 __all__ = ["Models"]
@@ -31,6 +32,8 @@ class Models:
     def __init__(self, model_path: str, model: ChurnModel, metrics: Metrics, shadow: ChurnModel | None = None) -> None:
         self.model_path = model_path
         self.model = model
+        #: Built from the live model's co-purchase table, swapped with it on reload.
+        self.recommender = Recommender.from_dict(model.recommendations_)
         #: Scored beside the live model; its scores are published, never acted on.
         self.shadow = shadow
         self.metrics = metrics
@@ -40,6 +43,7 @@ class Models:
     def call(self) -> ModelCall:
         """The model call for one batch: the models in use now, even if a reload swaps them meanwhile."""
         model, shadow, metrics, executor = self.model, self.shadow, self.metrics, self.executor
+        recommender = self.recommender
 
         async def infer(features: Any) -> Inference:
             started = time.perf_counter()
@@ -49,7 +53,7 @@ class Models:
             metrics.batch_users.observe(len(features))
             return inference
 
-        return ModelCall(infer, model.version, model.recommender_, shadow.version if shadow is not None else None)
+        return ModelCall(infer, model.version, recommender, shadow.version if shadow is not None else None)
 
     async def maybe_reload(self) -> None:
         """Load the newest bundle under the model path if it is not the one in use.
@@ -70,18 +74,24 @@ class Models:
         candidate = ChurnModel(newest, device=self.model.device)
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, candidate.load)
+            recommender = await loop.run_in_executor(self.executor, _load, candidate)
         except BundleError as exc:
             self._failed_bundles.add(newest)
             log.error("model reload: %s; keeping model %s", exc, self.model.version)
             self.metrics.model_reloads.labels("failed").inc()
             return
         old = self.model
-        self.model = candidate
+        self.model, self.recommender = candidate, recommender
         self.metrics.model_info.labels(old.version, old.device_name_ or "cpu").set(0)
         self.metrics.model_info.labels(candidate.version, candidate.device_name_ or "cpu").set(1)
         self.metrics.model_reloads.labels("loaded").inc()
         log.info("model reloaded: %s -> %s (%s)", old.version, candidate.version, newest)
+
+
+def _load(model: ChurnModel) -> Recommender:
+    """Load a bundle and build the recommender from its co-purchase table (in the scoring thread)."""
+    model.load()
+    return Recommender.from_dict(model.recommendations_)
 
 
 def _score(model: ChurnModel, shadow: ChurnModel | None, features: Any) -> Inference:

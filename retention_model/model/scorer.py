@@ -26,7 +26,6 @@ import numpy as np
 from retention_model.errors import BundleError, NotLoadedError
 from retention_model.model.bundle import BundleMeta, check_feature_spec, normalise, read_bundle_meta
 from retention_model.model.uplift import UpliftModel
-from retention_model.policy.recommend import Recommender
 
 __all__ = ["ChurnModel", "Device"]
 
@@ -69,8 +68,9 @@ class ChurnModel:
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
         self._calibration: tuple[np.ndarray, np.ndarray] | None = None
-        #: Co-purchase table for recommendation payloads (empty when the bundle has none).
-        self.recommender_: Recommender = Recommender()
+        #: The bundle's co-purchase table, as data (None when it has none): the policy builds
+        #: its recommender from it (``Recommender.from_dict``), so the model knows no policy.
+        self.recommendations_: dict[str, Any] | None = None
         #: Coupon uplift model, when the bundle ships one.
         self.uplift_: UpliftModel | None = None
 
@@ -91,7 +91,7 @@ class ChurnModel:
         check_feature_spec(meta)
         uplift = meta.extras.get("uplift")
         self.uplift_ = UpliftModel.from_dict(uplift, len(meta.feature_names)) if uplift else None
-        self.recommender_ = Recommender.from_dict(meta.extras.get("recommendations"))
+        self.recommendations_ = meta.extras.get("recommendations")
         tf = _import_tensorflow()
         import keras
 

@@ -25,6 +25,7 @@ from retention_model.pipeline import (
     decode_records,
     fold_events,
 )
+from retention_model.policy.recommend import Recommender
 from streams.settings import BUNDLED_MODEL, Settings
 from training.simulator import SimConfig, simulate
 
@@ -110,7 +111,7 @@ def test_core_pipeline(bench: Any) -> None:
 
     config = PipelineConfig(policy, partitions=1, limits=LIMITS, replay=True)
     pipeline = BatchPipeline(config, MemoryStores(), clock=lambda: wall_ms)
-    call = ModelCall(infer, model.version, model.recommender_)
+    call = ModelCall(infer, model.version, Recommender.from_dict(model.recommendations_))
     started = time.perf_counter()
     for start in range(0, len(records), BATCH_SIZE):
         asyncio.run(pipeline.process({0: records[start : start + BATCH_SIZE]}, call))

@@ -39,7 +39,7 @@ class RiskyModel:
     """Stands in for ChurnModel: everyone is high risk."""
 
     version = "m-test"
-    recommender_ = None
+    recommendations_ = None
     device = "cpu"
     meta_ = None
     device_name_ = None

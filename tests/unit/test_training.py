@@ -12,6 +12,7 @@ import pytest
 from retention_model.events import EventType
 from retention_model.features.offline import read_event_log
 from retention_model.model.scorer import ChurnModel
+from retention_model.policy.recommend import Recommender
 from streams.cli import main
 from training.simulator import SimConfig, simulate, simulate_users
 from training.train import TrainConfig, train
@@ -137,7 +138,8 @@ def test_a_treatment_log_puts_an_uplift_model_in_the_bundle_and_the_worker_serve
     assert model.uplift_ is not None
     uplift = model.uplift_many(np.zeros((3, len(meta.feature_names))))
     assert uplift is not None and uplift.shape == (3,) and np.all(np.abs(uplift) <= 1)
-    assert model.recommender_.also_bought and model.recommender_.popular  # co-purchase table learned
+    recommender = Recommender.from_dict(model.recommendations_)
+    assert recommender.also_bought and recommender.popular  # co-purchase table learned
 
 
 def test_the_bundled_model_ships_recommendations_and_an_uplift_model() -> None:
@@ -145,7 +147,7 @@ def test_the_bundled_model_ships_recommendations_and_an_uplift_model() -> None:
 
     model = ChurnModel(BUNDLED_MODEL).load()
     assert model.uplift_ is not None
-    assert len(model.recommender_.item_by_hash) > 100
+    assert len(Recommender.from_dict(model.recommendations_).item_by_hash) > 100
 
 
 def test_lift_and_capture_by_hand() -> None:

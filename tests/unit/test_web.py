@@ -27,7 +27,7 @@ class RiskyModel:
     """Stands in for ChurnModel (the views never score)."""
 
     version = "m-test"
-    recommender_ = None
+    recommendations_ = None
     device = "cpu"
     meta_ = None
     device_name_ = None
