@@ -9,7 +9,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # setuptools' editable-install notice is a warning in pip's build process: not ours to show.
 PIP := PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench chaos lint format model clean
+.PHONY: demo test bench bench-gpu chaos lint format model clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests/benchmarks -p no:cacheprovider --override-ini addopts=
+
+# The model on a GPU, for a session lent one (issue 15): scoring at every batch size and a short
+# end-to-end run, JSON to $$BENCH_GPU_JSON (bench-gpu.json). One line and exit 2 where no GPU is
+# visible. GPU_PYTHON: the interpreter that has the project's dependencies (default the venv's).
+GPU_PYTHON ?= $(BIN)/python
+bench-gpu:
+	$(GPU_PYTHON) -m tests.benchmarks.gpu_bench
 
 # Fault injection: two workers killed -9 at random, a third joining midway (rebalances); figures to $$CHAOS_JSON (chaos-results.json).
 chaos: $(STAMP)
