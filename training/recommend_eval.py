@@ -252,7 +252,7 @@ def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
     """Run the evaluation on ``--events`` and print the table."""
     from collections import Counter
 
-    from retention_model.features.offline import read_event_log
+    from training.eventlog import read_event_log
 
     cutoff_ms = parse_cutoff(args.cutoff)  # a typo fails before the log is read
     skipped: Counter[str] = Counter()

@@ -83,7 +83,7 @@ def read_log(args: argparse.Namespace) -> tuple[list[Event], dict[str, int]]:
     """The event log of ``--events``; with ``--skip-invalid``, bad rows counted by reason instead of fatal."""
     from collections import Counter
 
-    from retention_model.features.offline import read_event_log
+    from training.eventlog import read_event_log
 
     skipped: Counter[str] = Counter()
     events = read_event_log(args.events, skip_invalid=args.skip_invalid, skipped=skipped)

@@ -96,7 +96,7 @@ def cmd_evaluate_model(args: argparse.Namespace) -> int:
 def cmd_evaluate_sequence(args: argparse.Namespace) -> int:
     """MLP on window features vs a GRU over the last events, on one time split."""
     setup_logging("info")
-    from retention_model.features.offline import read_event_log
+    from training.eventlog import read_event_log
     from training.sequence import compare_sequence_model
     from training.train import TrainConfig
 

@@ -20,8 +20,8 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
     import orjson
 
     from retention_model.events import Event, decode_event
-    from retention_model.features.offline import read_event_log
     from training.effect import effect_report, write_effect_report
+    from training.eventlog import read_event_log
 
     if args.from_kafka:
         from streams.kafka import read_topic_values

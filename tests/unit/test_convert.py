@@ -6,8 +6,9 @@ from pathlib import Path
 
 from retention_model.events import EventType
 from retention_model.features.definitions import SIGNALS
-from retention_model.features.offline import read_event_log, replay_states
+from retention_model.features.offline import replay_states
 from streams.cli import main as cli
+from training.eventlog import read_event_log
 
 
 def test_csv_transactions_convert_to_events(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from retention_model.errors import EventLogError
-from retention_model.features.offline import read_event_log
 from streams.cli import main
+from training.eventlog import read_event_log
 from training.metrics import paired_differences
 
 REPO = Path(__file__).resolve().parents[2]

@@ -196,7 +196,7 @@ def test_offline_late_events_follow_log_order() -> None:
 def test_frames_with_datetime_columns_convert_to_epoch_ms() -> None:
     import pandas as pd
 
-    from retention_model.features.offline import events_from_frame
+    from training.eventlog import events_from_frame
 
     frame = pd.DataFrame(
         {

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from retention_model.events import EventType
-from retention_model.features.offline import read_event_log
 from retention_model.model.scorer import ChurnModel
 from retention_model.policy.recommend import Recommender
 from streams.cli import main
+from training.eventlog import read_event_log
 from training.simulator import SimConfig, simulate, simulate_users
 from training.train import TrainConfig, train
 
