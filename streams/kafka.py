@@ -231,6 +231,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.decisions_topic: settings.partitions,
         settings.coupon_topic: settings.partitions,
         settings.recommendation_topic: settings.partitions,
+        settings.erasures_topic: settings.partitions,
     }
 
 

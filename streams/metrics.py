@@ -55,6 +55,8 @@ class Metrics(NamedTuple):
     circuit_trips: Counter
     watermark_jump_seconds: Gauge
     watermark_jumps: Counter
+    users_erased: Counter
+    users_expired: Counter
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -216,6 +218,16 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_watermark_jump_seconds",
             "The latest watermark advance over RETENTION_WATERMARK_JUMP_S in one batch, by partition, in s",
             ["partition"],
+            registry=registry,
+        ),
+        users_erased=Counter(
+            f"{prefix}_users_erased_total",
+            "Users erased on request (retention forget): state and timers deleted, tombstones written",
+            registry=registry,
+        ),
+        users_expired=Counter(
+            f"{prefix}_users_expired_total",
+            "Users dropped from state and timers after RETENTION_STATE_TTL_DAYS of silence (event time)",
             registry=registry,
         ),
         watermark_jumps=Counter(

@@ -72,7 +72,8 @@ class BatchProcessor:
             future_skew_ms=int(settings.max_future_skew_s * 1000),
             watermark_jump_ms=int(settings.watermark_jump_s * 1000),
         )
-        config = PipelineConfig(settings.policy, settings.partitions, limits, replay=self.replay)
+        ttl_ms = int(settings.state_ttl_days * 86_400_000) or None
+        config = PipelineConfig(settings.policy, settings.partitions, limits, replay=self.replay, state_ttl_ms=ttl_ms)
         self.pipeline = BatchPipeline(config, self.tables.stores, clock=_wall_ms, breaker=self.breaker)
         #: Bumped when partitions are revoked; a batch that spans it records nothing.
         self.generation = 0
@@ -112,7 +113,7 @@ class BatchProcessor:
             report_budgets(self.metrics, ledgers, policy, partitions, counts.budget_now_ms, counts.budget_wall_ms)
         delivery.seal()
         # After the batch's state writes, so a new user counts in this batch already.
-        self.users.refresh(counts.new_users)
+        self.users.refresh(counts.new_users - counts.erased - counts.expired)
         seen_ms = counts.seen_ms
 
         async def settle() -> None:

@@ -65,6 +65,9 @@ class Publisher:
         output.produce_many(settings.decisions_topic, result.decisions)
         for kind, records in result.interventions.items():
             output.produce_many(self.kind_topics[kind], records)
+        if result.erasures:
+            output.produce_many(settings.erasures_topic, result.erasures)
+            log.info("erased %d user(s) on request; confirmations to %s", len(result.erasures), settings.erasures_topic)
         self._count(result.counts)
 
     def _dead_lettered(self, reject: Reject) -> None:
@@ -111,6 +114,10 @@ class Publisher:
             metrics.interventions.labels(kind, tier).inc(count)
         if counts.silence_rescored:
             metrics.silence_rescored.inc(counts.silence_rescored)
+        if counts.erased:
+            metrics.users_erased.inc(counts.erased)
+        if counts.expired:
+            metrics.users_expired.inc(counts.expired)
         for difference in counts.shadow_differences:
             metrics.shadow_risk_difference.observe(difference)
         for agreed, count in counts.shadow_agreement.items():

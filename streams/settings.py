@@ -76,6 +76,16 @@ class Settings:
     decisions_topic: str = _setting(
         "retention.decisions", "Topic of every policy decision: sent, held out or suppressed, with the reason"
     )
+    erasures_topic: str = _setting(
+        "retention.erasures",
+        "Topic of erasure confirmations: one per `retention forget` request (user, request id, time, what was removed)",
+    )
+    state_ttl_days: float = _setting(
+        400.0,
+        "Users silent this long in event time are dropped from state and timers, with changelog tombstones (0: never)",
+        lo=0.0,
+        hi=36_500.0,
+    )
     partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
     model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")
     model_reload_s: float = _setting(

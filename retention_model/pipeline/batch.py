@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from retention_model.features.derive import feature_matrix
 from retention_model.pipeline.decide import decide_many
 from retention_model.pipeline.decode import DecodeLimits, decode_records
+from retention_model.pipeline.erase import confirmations, erase_users
 from retention_model.pipeline.fold import fold_events
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
 from retention_model.pipeline.partition import PartitionContext
-from retention_model.pipeline.records import BatchResult, Candidates, ModelCall, RawRecord
+from retention_model.pipeline.records import BatchCounts, BatchResult, Candidates, ModelCall, RawRecord
 from retention_model.pipeline.stores import PartitionStores
 from retention_model.pipeline.timers import collect_due
 from retention_model.policy.budget import BudgetLedger
@@ -48,6 +49,8 @@ class PipelineConfig:
     #: A replay runs the policy's limits on event time alone, with no circuit breaker.
     replay: bool = False
     max_silence_rounds: int = MAX_SILENCE_ROUNDS
+    #: Users silent this long (event time, ms) are dropped from the stores; None: never.
+    state_ttl_ms: int | None = None
 
 
 class BatchPipeline:
@@ -103,6 +106,11 @@ class BatchPipeline:
             if decoded.jump_ms:
                 counts.watermark_jumps[partition] = decoded.jump_ms
             result.rejects.extend(decoded.rejects)
+            if decoded.erasures:  # before the fold: events after a request start a new history
+                keys = [erasure.key for erasure in decoded.erasures]
+                removed = erase_users(context, keys)
+                result.erasures.extend(confirmations(decoded.erasures, removed, partition, wall_ms))
+                counts.erased += sum(1 for state_bytes, _ in removed if state_bytes)
             folded = fold_events(decoded.events, context.stores.states)
             counts.outcomes.update(folded.outcomes)
             counts.new_users += folded.new_users
@@ -110,25 +118,35 @@ class BatchPipeline:
             for key, state in folded.changed:
                 candidates.add(key, state, state.last_seen_ms, partition, "event", first_seen[key])
         partitions = list(batch)
-        self._collect_silent(candidates, partitions)
+        self._collect_silent(candidates, partitions, counts)
         if candidates:
             await self._score(candidates, model, result)
         for _ in range(self.config.max_silence_rounds):
             silent = Candidates()
-            self._collect_silent(silent, partitions)
+            self._collect_silent(silent, partitions, counts)
             if not silent:
                 break
             await self._score(silent, model, result)
         return result
 
-    def _collect_silent(self, candidates: Candidates, partitions: list[int]) -> None:
-        """Add the users whose silence timer fell due below their partition's watermark."""
+    def _collect_silent(self, candidates: Candidates, partitions: list[int], counts: BatchCounts) -> None:
+        """Add the users whose silence timer fell due below their partition's watermark; drop the expired."""
+        ttl_ms = self.config.state_ttl_ms
         for partition in partitions:
             context = self.partition(partition)
+            expired: list[bytes] = []
             for key, state, due in collect_due(
-                context.timers, context.stores.states, context.watermark, candidates.keys_set
+                context.timers,
+                context.stores.states,
+                context.watermark,
+                candidates.keys_set,
+                ttl_ms=ttl_ms,
+                expired=expired,
             ):
                 candidates.add(key, state, due, partition, "silence", None)
+            if expired:
+                context.stores.states.put_many([(key, None) for key in expired])
+                counts.expired += len(expired)
 
     async def _score(self, candidates: Candidates, model: ModelCall, result: BatchResult) -> None:
         """One model call: features, inference, decisions; then the writes and the records."""
@@ -164,7 +182,7 @@ class BatchPipeline:
             result.counts.budget_wall_ms = wall_ms
         for partition, blobs in state_blobs(candidates).items():
             self.partition(partition).stores.states.put_many(blobs)
-        for partition, due in next_checks(candidates).items():
+        for partition, due in next_checks(candidates, config.state_ttl_ms).items():
             self.partition(partition).timers.file(due)
         add_records(
             result,

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from retention_model.events import DecodeError, Event, EventType, decode_event
-from retention_model.pipeline.records import Decoded, RawRecord, Reject
+from retention_model.pipeline.erase import ERASE_TYPE, parse_erasure
+from retention_model.pipeline.records import Decoded, Erasure, RawRecord, Reject
 
 __all__ = ["DecodeLimits", "ahead_of_time", "decode_records"]
 
@@ -59,12 +60,15 @@ def decode_records(records: Sequence[RawRecord], *, watermark: int, wall_ms: int
     timestamp (or of ``wall_ms`` where the record's own timestamp is missing or
     ahead): one record's clock must not fire every silence timer and open fresh
     cooldowns and budgets. Unknown event types (a newer producer's) are counted only.
+    An erasure request (:mod:`.erase`) drops the user's events read before it in
+    this batch; the caller erases what is stored before folding what follows it.
     """
     lateness = limits.lateness_ms
     skew = limits.future_skew_ms
     by_user: dict[bytes, list[tuple[Event, int]]] = {}
     first_seen: dict[bytes, int | None] = {}
     rejects: list[Reject] = []
+    erasures: list[Erasure] = []
     attributed: Counter[EventType] = Counter()
     unknown = late = 0
     previous = watermark
@@ -97,6 +101,13 @@ def decode_records(records: Sequence[RawRecord], *, watermark: int, wall_ms: int
                 elif ts - lateness > watermark:
                     watermark = ts - lateness
                 continue
+        if not isinstance(decoded, DecodeError) and decoded.type_name == ERASE_TYPE:
+            decoded = parse_erasure(record, decoded.user_id)
+            if isinstance(decoded, Erasure):
+                by_user.pop(decoded.key, None)
+                first_seen.pop(decoded.key, None)
+                erasures.append(decoded)
+                continue
         if isinstance(decoded, DecodeError):
             rejects.append(Reject(record, decoded))
         else:  # UnknownEventType: a newer producer's event, counted, not an error
@@ -105,4 +116,4 @@ def decode_records(records: Sequence[RawRecord], *, watermark: int, wall_ms: int
     if watermark > horizon:  # never ahead of the wall clock, whatever the events say
         watermark = horizon
     jump = watermark - previous if previous and watermark - previous > limits.watermark_jump_ms else 0
-    return Decoded(by_user, first_seen, rejects, unknown, attributed, late, watermark, jump)
+    return Decoded(by_user, first_seen, rejects, unknown, attributed, late, watermark, jump, erasures)

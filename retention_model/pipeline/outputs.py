@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import orjson
 
-from retention_model.features.silence import next_check_ms
 from retention_model.features.state import HOUR_MS, dump_state
 from retention_model.pipeline.decide import ScoredUser
 from retention_model.pipeline.records import BatchResult, Candidates, Inference
+from retention_model.pipeline.timers import timer_due_ms
 from retention_model.policy.config import PolicyConfig
 from retention_model.policy.policy import tier_for
 
@@ -29,11 +29,11 @@ def state_blobs(candidates: Candidates) -> dict[int, list[tuple[bytes, bytes | N
     return out
 
 
-def next_checks(candidates: Candidates) -> dict[int, dict[int, list[bytes]]]:
-    """Partition -> event-time hour -> users whose next silence check falls in it."""
+def next_checks(candidates: Candidates, ttl_ms: int | None = None) -> dict[int, dict[int, list[bytes]]]:
+    """Partition -> event-time hour -> users whose next silence check (or, with ``ttl_ms``, expiry) falls in it."""
     out: dict[int, dict[int, list[bytes]]] = {}
     for key, state, partition in zip(candidates.keys, candidates.states, candidates.partitions):
-        due = next_check_ms(state)
+        due = timer_due_ms(state, ttl_ms)
         if due is not None:
             out.setdefault(partition, {}).setdefault(due // HOUR_MS, []).append(key)
     return out

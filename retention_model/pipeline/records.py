@@ -22,6 +22,7 @@ __all__ = [
     "BatchResult",
     "Candidates",
     "Decoded",
+    "Erasure",
     "Infer",
     "Inference",
     "KeyedRecords",
@@ -70,6 +71,18 @@ class Reject:
     error: DecodeError
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An erasure request read from the events topic (see :mod:`.erase`)."""
+
+    key: bytes
+    offset: int
+    #: The requester's id for it, echoed in the confirmation (None: none given).
+    request_id: str | None
+    #: When it was requested (the record's ``ts``, epoch ms), if given.
+    requested_ms: int | None
+
+
 @dataclass(slots=True)
 class Decoded:
     """One partition's records after decoding.
@@ -89,6 +102,8 @@ class Decoded:
     watermark: int
     #: How far the watermark moved in this batch when that passed the jump threshold, else 0.
     jump_ms: int
+    #: Erasure requests in offset order; each user's events before their request are dropped from ``events``.
+    erasures: list[Erasure] = field(default_factory=list)
 
 
 class Candidates:
@@ -168,6 +183,9 @@ class BatchCounts:
     #: (kind, tier) -> interventions sent.
     interventions: Counter[tuple[str, str]] = field(default_factory=Counter)
     silence_rescored: int = 0
+    #: Users erased on request, and users dropped for silence past the state TTL.
+    erased: int = 0
+    expired: int = 0
     #: Shadow risk minus live risk, per scored user (with a shadow model).
     shadow_differences: list[float] = field(default_factory=list)
     #: "yes"/"no" -> whether the shadow model's tier agreed with the live one.
@@ -192,4 +210,6 @@ class BatchResult:
     #: Intervention kind -> records for that kind's topic.
     interventions: dict[str, KeyedRecords] = field(default_factory=lambda: {"coupon": [], "recommendation": []})
     rejects: list[Reject] = field(default_factory=list)
+    #: One confirmation per erasure request, for the erasures topic.
+    erasures: KeyedRecords = field(default_factory=list)
     counts: BatchCounts = field(default_factory=BatchCounts)

@@ -15,7 +15,7 @@ from retention_model.features.silence import next_check_ms
 from retention_model.features.state import HOUR_MS, UserState, load_state
 from retention_model.pipeline.stores import KeyValueStore
 
-__all__ = ["SilenceTimers", "collect_due"]
+__all__ = ["SilenceTimers", "collect_due", "timer_due_ms"]
 
 
 class SilenceTimers:
@@ -66,14 +66,63 @@ class SilenceTimers:
         self.store.put_many(writes)
         self.hours().update(due)
 
+    def remove(self, keys: set[bytes]) -> dict[bytes, int]:
+        """Take ``keys`` out of every bucket (erasure): how many entries each had.
+
+        Reads every bucket of the partition, so it is for the rare erasure, not the
+        silence round (an expired user's only timer was the bucket just popped).
+        """
+        hours = sorted(self.hours())
+        if not keys or not hours:
+            return {}
+        buckets = [self._bucket(hour) for hour in hours]
+        removed: dict[bytes, int] = {}
+        writes: list[tuple[bytes, bytes | None]] = []
+        for hour, bucket, raw in zip(hours, buckets, self.store.get_many(buckets)):
+            if not raw:
+                continue
+            entries = raw.split(b"\n")
+            kept = [entry for entry in entries if entry not in keys]
+            if len(kept) == len(entries):
+                continue
+            for entry in entries:
+                if entry in keys:
+                    removed[entry] = removed.get(entry, 0) + 1
+            writes.append((bucket, b"\n".join(kept) if kept else None))
+            if not kept:
+                self._hours.discard(hour)  # type: ignore[union-attr]
+        self.store.put_many(writes)
+        return removed
+
+
+def timer_due_ms(state: UserState, ttl_ms: int | None) -> int | None:
+    """When to look at the user next: their next silence check, or their expiry if that comes first.
+
+    After the last silence mark a user has no check; with a TTL their expiry is
+    still filed, so a one-time visitor's state does not stay for ever.
+    """
+    due = next_check_ms(state)
+    if ttl_ms is None or state.is_empty:
+        return due
+    expires = state.last_seen_ms + ttl_ms
+    return expires if due is None or expires < due else due
+
 
 def collect_due(
-    timers: SilenceTimers, states: KeyValueStore, watermark: int, exclude: Container[bytes]
+    timers: SilenceTimers,
+    states: KeyValueStore,
+    watermark: int,
+    exclude: Container[bytes],
+    *,
+    ttl_ms: int | None = None,
+    expired: list[bytes] | None = None,
 ) -> list[tuple[bytes, UserState, int]]:
     """Users of one partition whose silence check fell due below ``watermark``: (key, state, due time).
 
     Users in ``exclude`` (scored in this round already) are left for the next
-    round, when their new timer comes up; so is anyone already taken here.
+    round, when their new timer comes up; so is anyone already taken here. With
+    ``ttl_ms``, a user silent that long at ``watermark`` is not scored but added to
+    ``expired`` (the caller deletes them): :func:`timer_due_ms` filed their timer.
     """
     out: list[tuple[bytes, UserState, int]] = []
     taken: set[bytes] = set()
@@ -83,6 +132,10 @@ def collect_due(
             if raw is None:
                 continue
             state = load_state(raw)
+            if ttl_ms is not None and expired is not None and state.last_seen_ms + ttl_ms <= watermark:
+                expired.append(key)
+                taken.add(key)
+                continue
             due = next_check_ms(state)
             if due is None or due > watermark:
                 continue  # stale entry: the user was active since, or already re-scored

@@ -1,4 +1,7 @@
-"""``retention circuit``: read or close a worker's intervention circuit breaker over its web port."""
+"""``retention circuit``: read or close a worker's intervention circuit breaker over its web port.
+
+The worker's API token (``RETENTION_API_TOKEN``, when set) goes along as a bearer token.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +18,23 @@ from streams.settings import Settings, add_settings_flags
 __all__ = ["register"]
 
 
-def _call(url: str, *, close: bool, timeout_s: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=b"{}" if close else None, method="POST" if close else "GET")
+def _call(url: str, *, close: bool, timeout_s: float, token: str = "") -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(
+        url, data=b"{}" if close else None, method="POST" if close else "GET", headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            refused = " (the one set was refused)" if token else ""
+            msg = (
+                f"the worker at {url} wants its API token: set RETENTION_API_TOKEN or RETENTION_API_TOKEN_FILE{refused}"
+            )
+            raise RetentionError(msg) from None
+        msg = f"the worker at {url} answered HTTP {exc.code} {exc.reason}"
+        raise RetentionError(msg) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         msg = f"no worker answered at {url} ({reason}); is it running, and is --url its web host and port?"
@@ -31,7 +46,7 @@ def cmd_circuit(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
     settings = Settings.load(os.environ, overrides)
     url = args.url or f"http://{settings.web_host}:{settings.web_port}/circuit/"
-    status = _call(url, close=args.action == "close", timeout_s=args.timeout_s)
+    status = _call(url, close=args.action == "close", timeout_s=args.timeout_s, token=settings.api_token)
     state = "OPEN" if status.get("open") else "closed"
     print(f"circuit breaker: {state}", end="")
     if status.get("open"):
