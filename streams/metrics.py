@@ -55,6 +55,9 @@ class Metrics(NamedTuple):
     circuit_trips: Counter
     watermark_jump_seconds: Gauge
     watermark_jumps: Counter
+    feature_psi: Gauge
+    feature_psi_max: Gauge
+    drift_window_scores: Gauge
     users_erased: Counter
     users_expired: Counter
 
@@ -234,6 +237,23 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_watermark_jumps_total",
             "Watermark advances over RETENTION_WATERMARK_JUMP_S in one batch, by partition",
             ["partition"],
+            registry=registry,
+        ),
+        feature_psi=Gauge(
+            f"{prefix}_feature_psi",
+            "Population stability index of each model input over the drift window, against the bundle's"
+            " training reference (above 0.25: a shift the model was not trained on)",
+            ["feature"],
+            registry=registry,
+        ),
+        feature_psi_max=Gauge(
+            f"{prefix}_feature_psi_max",
+            "The largest retention_feature_psi now (0 while drift is off or the window is filling)",
+            registry=registry,
+        ),
+        drift_window_scores=Gauge(
+            f"{prefix}_drift_window_scores",
+            "Event-triggered scores in the drift window that the PSI figures are computed over",
             registry=registry,
         ),
     )

@@ -22,6 +22,7 @@ from retention_model.pipeline.decode import DecodeLimits
 from retention_model.policy.circuit import CircuitBreaker, CircuitConfig
 from streams.batching import Records
 from streams.budgets import report_budgets
+from streams.drift import DriftMonitor
 from streams.health import BreakerReport, CommitWatchdog, UserCount, record_lag
 from streams.metrics import Metrics
 from streams.models import Models
@@ -54,6 +55,7 @@ class BatchProcessor:
         self.tables = WorkerTables(app, settings, self.output)
         self.models = Models(settings.model_path, model, metrics, shadow)
         self.publisher = Publisher(settings, self.output, metrics)
+        self.drift = DriftMonitor(metrics, settings.drift_window)
         #: A replay runs the policy's limits on event time alone, with no breaker.
         self.replay = settings.replay == "true"
         self.breaker = CircuitBreaker(
@@ -101,9 +103,11 @@ class BatchProcessor:
         for tp, records in batch.items():
             self.tables.source(tp)
             by_partition[tp.partition] = records
-        result = await self.pipeline.process(by_partition, self.models.call())
+        call = self.drift.with_reference(self.models.call(), self.models.model)
+        result = await self.pipeline.process(by_partition, call)
         self.publisher.publish(result)
         counts = result.counts
+        self.drift.record(counts)
         record_lag(self.consumer, batch, self.metrics.consumer_lag)
         if counts.scored_per_call:
             self.report_breaker()

@@ -96,6 +96,13 @@ class Settings:
         "",
         "A second bundle scored in shadow beside the live one: its scores are published and measured, never acted on",
     )
+    drift_window: int = _setting(
+        20_000,
+        "Feature drift (PSI against the bundle's training reference) is measured over this many of the last"
+        " event-triggered scores (0: off)",
+        lo=0,
+        hi=10_000_000,
+    )
     batch_max_size: int = _setting(
         8192, "Most events gathered into one micro-batch (the adaptive size stays at or below it)", lo=1, hi=100_000
     )

@@ -48,6 +48,7 @@ from training.dataset import (
     plan_cutoffs,
     time_split,
 )
+from training.drift_reference import feature_reference
 from training.metrics import classification_metrics, side_by_side
 from training.selection import REFERENCE, compare_candidates
 
@@ -181,6 +182,9 @@ def train(
         "popular_categories": [c for c, _ in categories.most_common(10)],
         "recommendations": learn_recommendations(seen),
     }
+    reference = feature_reference(seen, plan.test, seed=config.seed)
+    if reference is not None:  # for drift monitoring in the worker (retention_model.monitoring.drift)
+        extras["feature_reference"] = reference.to_dict()
     if treatment_log:
         extras["uplift"], metrics["uplift"] = _fit_uplift(seen, treatment_log, mean, std, config.seed)
     first_ms, last_ms = min(e.ts_ms for e in events), max(e.ts_ms for e in events)

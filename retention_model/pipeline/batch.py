@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from retention_model.features.derive import feature_matrix
 from retention_model.pipeline.decide import decide_many
 from retention_model.pipeline.decode import DecodeLimits, decode_records
+from retention_model.pipeline.drift import count_bins
 from retention_model.pipeline.erase import confirmations, erase_users
 from retention_model.pipeline.fold import fold_events
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
@@ -155,6 +156,8 @@ class BatchPipeline:
         features = feature_matrix(candidates.states, candidates.now_ms)
         inference = await model.infer(features)
         result.counts.scored_per_call.append(len(candidates))
+        if model.reference is not None:
+            count_bins(result.counts, model.reference, features, candidates.triggers)
         wall_ms = None if config.replay else self.clock()
         budgets = (
             [self.partition(p).budget(policy, config.partitions) for p in candidates.partitions]

@@ -15,6 +15,7 @@ import numpy as np
 
 from retention_model.events import DecodeError, Event, EventType
 from retention_model.features.state import UserState
+from retention_model.monitoring.drift import FeatureReference
 from retention_model.policy.recommend import Recommender
 
 __all__ = [
@@ -161,6 +162,8 @@ class ModelCall:
     recommender: Recommender | None = None
     #: Version of the shadow model whose risks ``infer`` returns too, if any.
     shadow_version: str | None = None
+    #: The bundle's feature reference: event-triggered rows are counted into its bins (drift).
+    reference: FeatureReference | None = None
 
 
 @dataclass(slots=True)
@@ -195,6 +198,10 @@ class BatchCounts:
     #: Event time and wall clock of the last round that decided under budgets (None: none did).
     budget_now_ms: int | None = None
     budget_wall_ms: int | None = None
+    #: Event-triggered rows per (feature, bin) of ``feature_reference`` (drift; None without one).
+    feature_bins: np.ndarray | None = None
+    feature_rows: int = 0
+    feature_reference: FeatureReference | None = None
 
 
 @dataclass(slots=True)
