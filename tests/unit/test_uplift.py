@@ -206,10 +206,11 @@ def test_uplift_targeting_retains_more_users_than_top_risk_targeting(
     +16 to +115 per 1,000 coupons at a 10% budget, where the rules differ most; at 1,000 users,
     learning from 2,000, it fails for some seeds). The learner comparison on the side is skipped.
     """
-    import training.uplift
+    import training.uplift.evaluation
     from streams.settings import BUNDLED_MODEL
 
-    monkeypatch.setattr(training.uplift, "BASES", ("logistic",))  # no gradient boosting: not what is judged here
+    # no gradient boosting: not what is judged here
+    monkeypatch.setattr(training.uplift.evaluation, "BASES", ("logistic",))
     report = training.uplift.evaluate_policy(BUNDLED_MODEL, users=3000, budget_share=0.1, seed=seed)
     assert report["setup"]["coupons"] == round(0.1 * report["setup"]["eligible_users"]) > 200
     assert report["uplift"] >= report["top_risk"] + 10, report  # incremental retained users per 1,000 coupons
