@@ -2,6 +2,8 @@
 
 Every error a user can act on derives from :class:`RetentionError` and from the
 builtin exception callers already catch, so ``except ValueError`` keeps working.
+The adapters' own errors derive from it too (``streams.compat.UnsupportedFaustError``,
+``streams.output.DeliveryFailedError``, ``training.instacart.InstacartMissingError``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ __all__ = [
     "EventLogError",
     "FeatureSpecMismatchError",
     "NotLoadedError",
+    "PolicyFileError",
     "PortInUseError",
     "RetentionError",
     "SettingsError",
@@ -49,6 +52,10 @@ class PortInUseError(RetentionError, OSError):
 
 class EventLogError(RetentionError, ValueError):
     """A row of an event log breaks the schema (``--skip-invalid`` counts such rows instead)."""
+
+
+class PolicyFileError(RetentionError, ValueError):
+    """A policy file that cannot be used, with the reason."""
 
 
 class TrainingDataError(RetentionError, ValueError):

@@ -20,6 +20,8 @@ from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from retention_model.errors import RetentionError
+
 if TYPE_CHECKING:  # Faust is imported where used: the version check must run before any of it
     from faust.types import TP
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:  # Faust is imported where used: the version check must run be
 
 __all__ = [
     "FAUST_SUPPORTED",
-    "UnsupportedFaust",
+    "UnsupportedFaustError",
     "add_gap",
     "as_current_event",
     "buffered_partitions",
@@ -53,7 +55,7 @@ FAUST_SUPPORTED_TEXT = ">=0.15.3,<0.16"
 HOLD_SEEK_ENV = "TEST_RETENTION_HOLD_SEEK_S"
 
 
-class UnsupportedFaust(RuntimeError):
+class UnsupportedFaustError(RetentionError, RuntimeError):
     """The installed faust-streaming is outside the range these patches were tested on."""
 
 
@@ -85,7 +87,7 @@ def check_faust_version(found: str | None = None) -> str:
             f"faust-streaming {found} is installed; this worker supports faust-streaming {FAUST_SUPPORTED_TEXT}, "
             "the releases its patches of Faust internals are tested on"
         )
-        raise UnsupportedFaust(msg)
+        raise UnsupportedFaustError(msg)
     return found
 
 

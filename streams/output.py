@@ -20,10 +20,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from retention_model.errors import RetentionError
 from streams.kafka import client_config
 from streams.settings import Settings
 
-__all__ = ["DeliveryFailed", "OutputProducer"]
+__all__ = ["DeliveryFailedError", "OutputProducer"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 60.0
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailedError(RetentionError, RuntimeError):
     """The broker refused or never acknowledged records of a batch."""
 
 
@@ -98,15 +99,15 @@ class BatchDelivery:
             self.done.set_result(None)
 
     async def wait(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
-        """Until every record is delivered; raise :class:`DeliveryFailed` if any was not."""
+        """Until every record is delivered; raise :class:`DeliveryFailedError` if any was not."""
         try:
             await asyncio.wait_for(asyncio.shield(self.done), timeout_s)
         except TimeoutError:
             with self._lock:
                 left = self._pending
-            raise DeliveryFailed(f"{left} record(s) still undelivered after {timeout_s:.0f} s") from None
+            raise DeliveryFailedError(f"{left} record(s) still undelivered after {timeout_s:.0f} s") from None
         if self.failures:
-            raise DeliveryFailed(f"{len(self.failures)} record(s) not delivered, first: {self.failures[0]}")
+            raise DeliveryFailedError(f"{len(self.failures)} record(s) not delivered, first: {self.failures[0]}")
 
 
 class OutputProducer:

@@ -24,11 +24,11 @@ log = logging.getLogger("retention")
 
 def run_worker(settings: Settings, broker_wait_s: float = 60.0, *, session_timeout_set: bool = True) -> int:
     """Check ports and the broker, load the model, create topics, then run Faust until stopped."""
-    from streams.compat import UnsupportedFaust, check_faust_version
+    from streams.compat import UnsupportedFaustError, check_faust_version
 
     try:
         check_faust_version()  # before anything imports Faust
-    except UnsupportedFaust as exc:
+    except UnsupportedFaustError as exc:
         print(f"retention worker: cannot start: {exc}", file=sys.stderr)
         return 2
     from prometheus_client import CollectorRegistry, start_http_server

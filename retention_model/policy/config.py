@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from retention_model.errors import PolicyFileError
+
 __all__ = ["DEFAULT_POLICY_FILE", "PolicyConfig", "PolicyFileError", "load_policy"]
 
 DEFAULT_POLICY_FILE: Final = Path(__file__).with_name("default.toml")
@@ -22,10 +24,6 @@ POLICY_SCHEMA: Final = 1
 TIERS: Final = ("low", "medium", "high")
 
 Targeting = Literal["risk", "expected_value"]
-
-
-class PolicyFileError(ValueError):
-    """A policy file that cannot be used, with the reason."""
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def test_undelivered_outputs_fail_the_batch_instead_of_passing_silently() -> Non
     import asyncio
 
     from streams.kafka import free_port
-    from streams.output import DeliveryFailed, OutputProducer
+    from streams.output import DeliveryFailedError, OutputProducer
     from streams.settings import Settings
 
     settings = Settings.load({}, {"broker": f"127.0.0.1:{free_port()}"})  # nothing listens there
@@ -84,7 +84,7 @@ def test_undelivered_outputs_fail_the_batch_instead_of_passing_silently() -> Non
         assert not delivery.done.done()  # three records out, none delivered
         await delivery.wait(timeout_s=5)
 
-    with pytest.raises(DeliveryFailed, match="3 record\\(s\\) not delivered"):
+    with pytest.raises(DeliveryFailedError, match="3 record\\(s\\) not delivered"):
         asyncio.run(one_batch())
     output.close(timeout_s=1)
 

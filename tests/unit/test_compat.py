@@ -23,7 +23,7 @@ def test_tested_releases_are_accepted(found: str) -> None:
 
 @pytest.mark.parametrize("found", ["0.15.2", "0.15.3rc1", "0.16.0", "0.16.0rc1", "0.11.3", "1.0", "none"])
 def test_other_releases_are_refused_naming_the_version_and_the_range(found: str) -> None:
-    with pytest.raises(compat.UnsupportedFaust) as refused:
+    with pytest.raises(compat.UnsupportedFaustError) as refused:
         compat.check_faust_version(found)
     message = str(refused.value)
     assert f"faust-streaming {found} is installed" in message
