@@ -164,3 +164,11 @@ def test_a_bundle_from_before_drift_monitoring_loads_and_scores(tmp_path: Path) 
     call = ModelCall(_infer, model.version)
     assert monitor.with_reference(call, model).reference is None
     assert len(model.score_many(np.zeros((3, len(FEATURE_NAMES))))) == 3
+
+
+def test_the_bundled_model_carries_a_feature_reference() -> None:
+    model = ChurnModel(BUNDLED_MODEL).load()
+    assert model.meta_ is not None
+    ref = DriftMonitor(metrics_module.create(CollectorRegistry()), window=400)._reference(model)  # type: ignore[arg-type]
+    assert ref is not None and ref.names == FEATURE_NAMES and ref.rows >= 10_000
+    assert all(abs(sum(shares) - 1.0) < 1e-3 for shares in ref.shares)
