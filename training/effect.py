@@ -15,15 +15,15 @@ click-through rates.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from retention_model.events import Event, EventType, parse_timestamp_ms
 from retention_model.features.state import DAY_MS
 
-__all__ = ["effect_report", "write_effect_report"]
+__all__ = ["effect_report", "first_decisions", "headline", "write_effect_report"]
 
 CLICK_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE)
 Z_95 = 1.959964
@@ -51,24 +51,9 @@ def _group_stats(treated: list[bool], control: list[bool]) -> dict[str, Any]:
     return out
 
 
-def effect_report(
-    decisions: Iterable[dict[str, Any]], events: Iterable[Event], horizon_days: int = 30
-) -> dict[str, Any]:
-    """Retention of treated vs holdout users by tier and overall, with attribution rates."""
-    horizon = horizon_days * DAY_MS
-    purchases: dict[str, list[int]] = defaultdict(list)
-    attributed: dict[str, set[EventType]] = defaultdict(set)
-    last_event_ms = 0
-    for event in events:
-        last_event_ms = max(last_event_ms, event.ts_ms)
-        if event.type is EventType.PURCHASE:
-            purchases[event.user_id].append(event.ts_ms)
-        if event.intervention_id is not None:
-            attributed[event.intervention_id].add(event.type)
-
-    first: dict[str, tuple[int, str, bool]] = {}  # user -> (decision time, tier, treated)
-    sent_by_kind: dict[str, list[dict[str, Any]]] = {"coupon": [], "recommendation": []}
-    pending = 0
+def first_decisions(decisions: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, str, bool]]:
+    """User -> (time, tier, treated) of their first ``sent`` or ``held_out`` decision: the one each user counts at."""
+    first: dict[str, tuple[int, str, bool]] = {}
     for decision in decisions:
         action = decision.get("action")
         if action not in ("sent", "held_out"):
@@ -78,32 +63,66 @@ def effect_report(
             msg = f"decision {decision.get('decision_id')}: event_time {decision.get('event_time')!r}: {ts.detail}"
             raise ValueError(msg)
         user = decision["user_id"]
-        if action == "sent" and decision["kind"] in sent_by_kind:
-            sent_by_kind[decision["kind"]].append(decision)
         if user in first and first[user][0] <= ts:
             continue
         first[user] = (ts, decision["tier"], action == "sent")
+    return first
 
+
+def effect_report(
+    decisions: Iterable[Mapping[str, Any]], events: Iterable[Event], horizon_days: int = 30
+) -> dict[str, Any]:
+    """Retention of treated vs holdout users by tier and overall, with attribution rates."""
+    horizon = horizon_days * DAY_MS
+    purchases: dict[str, list[int]] = defaultdict(list)
+    attributed: dict[str, set[EventType]] = defaultdict(set)
+    click_counts: Counter[str] = Counter()
+    last_event_ms = 0
+    for event in events:
+        last_event_ms = max(last_event_ms, event.ts_ms)
+        if event.type is EventType.PURCHASE:
+            purchases[event.user_id].append(event.ts_ms)
+        if event.intervention_id is not None:
+            attributed[event.intervention_id].add(event.type)
+            click_counts[event.intervention_id] += event.type is EventType.VIEW
+
+    decisions = list(decisions)
+    first = first_decisions(decisions)
+    sent_by_kind: dict[str, list[Mapping[str, Any]]] = {"coupon": [], "recommendation": []}
+    for decision in decisions:
+        if decision.get("action") == "sent" and decision.get("kind") in sent_by_kind:
+            sent_by_kind[decision["kind"]].append(decision)
+    coupons = sent_by_kind["coupon"]
+    redeemed = [d for d in coupons if EventType.COUPON_REDEEM in attributed.get(d["decision_id"], set())]
+    recos = sent_by_kind["recommendation"]
+    clicked = [d for d in recos if attributed.get(d["decision_id"], set()) & set(CLICK_TYPES)]
+    clickers = {d["user_id"] for d in clicked}
+
+    pending = 0
     by_tier: dict[str, tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
     for user, (ts, tier, treated) in first.items():
         if ts + horizon > last_event_ms:
             pending += 1
             continue
         retained = any(ts < t <= ts + horizon for t in purchases.get(user, ()))
-        for key in (tier, "overall"):
+        keys = (tier, "overall", *(("clicked",) if treated and user in clickers else ()))
+        for key in keys:
             by_tier[key][0 if treated else 1].append(retained)
-
-    coupons = sent_by_kind["coupon"]
-    redeemed = [d for d in coupons if EventType.COUPON_REDEEM in attributed.get(d["decision_id"], set())]
-    recos = sent_by_kind["recommendation"]
-    clicked = [d for d in recos if attributed.get(d["decision_id"], set()) & set(CLICK_TYPES)]
+    if "clicked" in by_tier:  # users who clicked a recommendation vs the whole holdout (not randomised)
+        by_tier["clicked"][1].extend(by_tier["overall"][1])
     coupon_cost = sum(float(d["intervention"]["offer"]["coupon_value"]) for d in redeemed)
-    groups = {tier: _group_stats(*by_tier[tier]) for tier in sorted(by_tier, key=lambda t: (t == "overall", t))}
+    groups = {
+        tier: _group_stats(*by_tier[tier])
+        for tier in sorted(by_tier, key=lambda t: (t == "clicked", t == "overall", t))
+    }
     overall = groups.get("overall", _group_stats([], []))
     incremental = overall["incremental_retained"]
     return {
         "horizon_days": horizon_days,
-        "decisions_counted": sum(g["treated_users"] + g["holdout_users"] for k, g in groups.items() if k != "overall"),
+        "events_until_ms": last_event_ms,
+        "decisions_counted": sum(
+            g["treated_users"] + g["holdout_users"] for k, g in groups.items() if k not in ("overall", "clicked")
+        ),
         "decisions_pending": pending,
         "groups": groups,
         "coupons_sent": len(coupons),
@@ -112,9 +131,27 @@ def effect_report(
         "recommendations_sent": len(recos),
         "recommendations_clicked": len(clicked),
         "recommendation_click_through_rate": len(clicked) / len(recos) if recos else None,
+        "recommendation_clicks": sum(n for d in recos for n in [click_counts.get(d["decision_id"], 0)]),
         "coupon_cost_redeemed": coupon_cost,
         "cost_per_retained_user": coupon_cost / incremental if incremental and incremental > 0 else None,
         "notes": _notes(groups, pending, len(first), horizon_days),
+    }
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The overall figures in a few keys (the demo's summary): uplift, its interval, n, redemptions, clicks."""
+    overall = report["groups"].get("overall") or _group_stats([], [])
+    ci = overall["uplift_ci95"] or [None, None]
+    n_t, n_c = overall["treated_users"], overall["holdout_users"]
+    return {
+        "uplift": overall["uplift"],
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n_treated": n_t,
+        "n_holdout": n_c,
+        "redemptions": report["coupons_redeemed"],
+        "clicks": report["recommendation_clicks"],
+        "small_sample": min(n_t, n_c) < SMALL_SAMPLE,
     }
 
 
@@ -181,7 +218,9 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
         f"- Coupons: {report['coupons_sent']} sent, {report['coupons_redeemed']} redeemed "
         f"({_pct(report['coupon_redemption_rate'])}).",
         f"- Recommendations: {report['recommendations_sent']} sent, {report['recommendations_clicked']} clicked "
-        f"({_pct(report['recommendation_click_through_rate'])}).",
+        f"({_pct(report['recommendation_click_through_rate'])}; {report['recommendation_clicks']} clicks). "
+        "The `clicked` row compares users who clicked with the whole holdout: not randomised, so it shows "
+        "who clicks as much as what clicking does.",
         f"- Cost per retained user: {'n/a (no measurable uplift)' if cost is None else f'{cost:.2f}'}.",
     ]
     if report.get("notes"):

@@ -74,6 +74,10 @@ class SimUser:
     #: Latent traits (coupon_affinity, buy_prob, mishap, ...): the ground truth that
     #: the campaign simulation's coupon effects depend on.
     traits: dict[str, float] = field(default_factory=dict)
+    #: Category -> share of the user's attention (the same taste their views are drawn from).
+    taste: dict[str, float] = field(default_factory=dict)
+    #: Items the user keeps coming back to, a few per category.
+    favourite_items: frozenset[str] = frozenset()
 
 
 def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple[list[Event], SimUser]:
@@ -253,7 +257,10 @@ def _user_events(uid: int, config: SimConfig, rng: np.random.Generator) -> tuple
         "mishap": mishap,
         "base_hazard": base_hazard,
     }
-    return events, SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms, traits)
+    taste_by_category = {f"c{c:02d}": float(share) for c, share in enumerate(taste)}
+    liked = frozenset(f"i{c:02d}-{int(i):03d}" for c, row in enumerate(favourites) for i in row)
+    user = SimUser(user_id, start_ms + int(signup_day * DAY_MS), churn_ms, silent_ms, traits, taste_by_category, liked)
+    return events, user
 
 
 def _order_lines(cart: list[tuple[str, str, float, int]]) -> list[OrderLine]:
