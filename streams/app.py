@@ -16,15 +16,18 @@ metrics ``streams.publish``; commit watchdog, breaker, users and lag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+import mode
 
 from retention_model.model.scorer import ChurnModel
 from streams import batching, compat
 from streams.batch_size import AdaptiveBatchSize
 from streams.batching import Records
+from streams.erasure_requests import ErasureForwarder
 from streams.health import COMMIT_WATCH_S
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
@@ -96,6 +99,19 @@ def create_app(
     async def watch_commits() -> None:
         if not app.rebalancing:
             processor.watchdog.check(app.consumer, drain.offsets)
+
+    if settings.erasure_requests_topic:
+        forwarder = ErasureForwarder(settings, metrics)
+
+        @app.service
+        class ForwardErasureRequests(mode.Service):
+            """Starts and stops the forwarder with the worker."""
+
+            async def on_start(self) -> None:
+                forwarder.start()
+
+            async def on_stop(self) -> None:
+                await asyncio.to_thread(forwarder.stop)
 
     if settings.model_reload_s > 0:
 

@@ -60,6 +60,7 @@ class Metrics(NamedTuple):
     drift_window_scores: Gauge
     users_erased: Counter
     users_expired: Counter
+    erasure_requests: Counter
 
 
 def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
@@ -231,6 +232,13 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         users_expired=Counter(
             f"{prefix}_users_expired_total",
             "Users dropped from state and timers after RETENTION_STATE_TTL_DAYS of silence (event time)",
+            registry=registry,
+        ),
+        erasure_requests=Counter(
+            f"{prefix}_erasure_requests_total",
+            "Records of the erasure-requests topic, by outcome: forwarded to the events topic,"
+            " or refused (dead-lettered with the reason)",
+            ["outcome"],
             registry=registry,
         ),
         watermark_jumps=Counter(

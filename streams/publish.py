@@ -16,7 +16,7 @@ from streams.metrics import Metrics
 from streams.output import OutputProducer
 from streams.settings import Settings
 
-__all__ = ["DLQ_MAX_VALUE_BYTES", "Publisher", "dead_letter"]
+__all__ = ["DLQ_MAX_VALUE_BYTES", "Publisher", "dead_letter", "dead_letter_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +30,24 @@ def dead_letter(reject: Reject) -> tuple[bytes | None, bytes, list[tuple[str, by
     record: Any = reject.record  # a consumer record: it names its topic and partition too
     error = reject.error
     value = record.value or b""
-    headers = [
-        ("retention.dlq.reason", error.reason.encode()),
-        ("retention.dlq.detail", error.detail.encode(errors="replace")),
-        ("retention.dlq.topic", record.topic.encode()),
-        ("retention.dlq.partition", str(record.partition).encode()),
-        ("retention.dlq.offset", str(record.offset).encode()),
-    ]
+    headers = dead_letter_headers(error.reason, error.detail, record.topic, record.partition, record.offset)
     if len(value) > DLQ_MAX_VALUE_BYTES:
         # A record too big to re-publish in full would fail the send and stop the
         # worker: keep its head, and say how long it was.
         headers.append(("retention.dlq.truncated_from", str(len(value)).encode()))
         value = value[:DLQ_MAX_VALUE_BYTES]
     return record.key, value, headers
+
+
+def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """Why a record was dead-lettered and where it came from, as the DLQ's readers expect them."""
+    return [
+        ("retention.dlq.reason", reason.encode()),
+        ("retention.dlq.detail", detail.encode(errors="replace")),
+        ("retention.dlq.topic", topic.encode()),
+        ("retention.dlq.partition", str(partition).encode()),
+        ("retention.dlq.offset", str(offset).encode()),
+    ]
 
 
 class Publisher:

@@ -80,6 +80,10 @@ class Settings:
         "retention.erasures",
         "Topic of erasure confirmations: one per `retention forget` request (user, request id, time, what was removed)",
     )
+    erasure_requests_topic: str = _setting(
+        "retention.erasure-requests",
+        "Topic a privacy system writes erasure requests to: the worker forwards each to the events topic (empty: none)",
+    )
     state_ttl_days: float = _setting(
         400.0,
         "Users silent this long in event time are dropped from state and timers, with changelog tombstones (0: never)",
@@ -299,6 +303,7 @@ _MOVED_TO_POLICY_FILE = {
 _MAY_BE_EMPTY = frozenset(
     {
         "api_token",
+        "erasure_requests_topic",
         "export_key",
         "policy_file",
         "shadow_model_path",

@@ -30,7 +30,7 @@ from retention_model.pipeline.partition import PartitionContext
 from retention_model.pipeline.records import Erasure, KeyedRecords, RawRecord
 from retention_model.schema import MAX_STRING_LEN
 
-__all__ = ["ERASE_TYPE", "confirmations", "erase_request", "erase_users", "parse_erasure"]
+__all__ = ["ERASE_TYPE", "confirmations", "erase_request", "erase_users", "forwarded_request", "parse_erasure"]
 
 #: The ``type`` of an erasure request on the events topic.
 ERASE_TYPE: Final = "erase"
@@ -39,6 +39,34 @@ ERASE_TYPE: Final = "erase"
 def erase_request(user_id: str, *, request_id: str, requested_ms: int) -> bytes:
     """The record value that asks the worker owning ``user_id`` to erase them (key: the user id)."""
     return orjson.dumps({"type": ERASE_TYPE, "user_id": user_id, "request_id": request_id, "ts": requested_ms})
+
+
+def forwarded_request(value: bytes | None, fallback_ms: int) -> tuple[bytes, bytes] | str:
+    """A record of the erasure-requests topic as (key, value) for the events topic, or why it is refused.
+
+    The privacy system writes ``{"user_id": ..., "request_id": ..., "ts": ...}`` keyed as it
+    likes (``type`` optional): the forwarder keys the request by the user, so it lands
+    in the user's partition whatever the writer's partitioner. ``ts`` defaults to the
+    record's timestamp (``fallback_ms``).
+    """
+    try:
+        body = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    if body.get("type", ERASE_TYPE) != ERASE_TYPE:
+        return f"type is not {ERASE_TYPE!r}"
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_STRING_LEN:
+        return f"user_id missing, not a string or over {MAX_STRING_LEN} characters"
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or len(request_id) > MAX_STRING_LEN:
+        request_id = None
+    requested = body.get("ts")
+    requested_ms = requested if type(requested) is int else fallback_ms
+    record = {"type": ERASE_TYPE, "user_id": user_id, "request_id": request_id, "ts": requested_ms}
+    return user_id.encode(), orjson.dumps(record)
 
 
 def parse_erasure(record: RawRecord, user_id: str) -> Erasure | DecodeError:

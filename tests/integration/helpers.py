@@ -33,6 +33,8 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
         decisions_topic=f"decisions-{tag}",
         coupon_topic=f"coupon-{tag}",
         recommendation_topic=f"recommendation-{tag}",
+        erasures_topic=f"erasures-{tag}",
+        erasure_requests_topic=f"erasure-requests-{tag}",
         partitions=3,
         metrics_port=free_port(),
         web_port=free_port(),

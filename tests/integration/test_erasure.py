@@ -16,6 +16,7 @@ import pytest
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.offline import replay_states
 from retention_model.features.state import DAY_MS, load_state
+from streams import kafka
 from streams.demo import metric_sum
 from streams.producer import produce_records
 from streams.settings import Settings
@@ -143,3 +144,49 @@ def test_an_erased_user_stays_erased_after_a_kill_and_recovery(broker: str, tmp_
     for user, expected in offline.items():
         assert load_state(states[user.encode()]).totals == expected.totals, user
     assert metric_sum(samples, "retention_users_tracked") == len(others) + 1
+
+
+def test_a_request_on_the_erasure_requests_topic_is_forwarded_and_honoured(broker: str, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    from streams.commands.forget import wait_for_confirmations
+
+    settings = fresh_settings(broker, tmp_path)
+    users = ["dsr-user", "kept-1", "kept-2"]
+    events = sorted((e for u in users for e in buyer_events(u, 20)), key=lambda e: e.ts_ms)
+    with running_worker(settings, tmp_path / "worker.log"):
+        produce_records(settings, [(e.user_id.encode(), encode_event(e), "valid") for e in events])
+        wait_for_metric(settings, "retention_events_total", len(events))
+        # The privacy system keys its requests as it likes (here by ticket, default partitioner).
+        privacy = Producer({"bootstrap.servers": broker})
+        request = {"user_id": "dsr-user", "request_id": "ticket-7"}
+        privacy.produce(settings.erasure_requests_topic, key=b"ticket-7", value=orjson.dumps(request))
+        privacy.produce(settings.erasure_requests_topic, key=b"ticket-8", value=b"not json")
+        assert privacy.flush(10) == 0
+        found = wait_for_confirmations(settings, {"ticket-7"}, timeout_s=60)
+        wait_for_metric(settings, "retention_erasure_requests_total", 1, outcome="refused")
+        samples = settled_metrics(settings)
+        gone = user_page(settings.web_port, "dsr-user", None)
+        kept = user_page(settings.web_port, "kept-1", None)
+
+    assert found["ticket-7"]["user_id"] == "dsr-user"
+    assert found["ticket-7"]["removed"]["state_bytes"] > 0
+    assert gone[0] == 404 and kept[0] == 200
+    assert metric_sum(samples, "retention_erasure_requests_total", outcome="forwarded") == 1
+    assert metric_sum(samples, "retention_users_erased_total") == 1
+    # Forwarded into the user's own partition of the events topic, after their events.
+    records = list(kafka.read_topic({"bootstrap.servers": broker}, settings.events_topic, partitions=3))
+    erase = [(m.partition(), m.key(), orjson.loads(m.value())) for m in records if b'"erase"' in m.value()]
+    user_partitions = {m.partition() for m in records if m.key() == b"dsr-user"}
+    assert len(erase) == 1 and len(user_partitions) == 1
+    partition, key, body = erase[0]
+    assert (partition, key) == (user_partitions.pop(), b"dsr-user")
+    assert body == {"type": "erase", "user_id": "dsr-user", "request_id": "ticket-7", "ts": body["ts"]}
+    assert body["ts"] > 0  # the request's record timestamp stands in for a missing ts
+    # The unreadable request is dead-lettered with the reason, not dropped.
+    letters = list(kafka.read_topic({"bootstrap.servers": broker}, settings.dlq_topic, partitions=3))
+    refused = [m for m in letters if m.key() == b"ticket-8"]
+    assert len(refused) == 1 and refused[0].value() == b"not json"
+    headers = dict(refused[0].headers())
+    assert headers["retention.dlq.reason"] == b"invalid_erasure_request"
+    assert headers["retention.dlq.topic"] == settings.erasure_requests_topic.encode()

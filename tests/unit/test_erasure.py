@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.state import DAY_MS, HOUR_MS, load_state
@@ -21,7 +24,8 @@ from retention_model.pipeline import (
     Record,
     decode_records,
 )
-from retention_model.pipeline.erase import erase_request
+from retention_model.pipeline.erase import erase_request, forwarded_request, parse_erasure
+from retention_model.pipeline.records import Erasure
 from retention_model.policy.config import PolicyConfig
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -182,3 +186,42 @@ def test_without_a_ttl_nobody_expires() -> None:
     run(pipeline, {0: [rec(ev("once", EventType.VIEW, T0), 0)]})
     result = run(pipeline, {0: [rec(ev("other", EventType.VIEW, T0 + 800 * DAY_MS), 1)]})
     assert result.counts.expired == 0 and held(stores, 0, b"once")[0] is not None
+
+
+@given(
+    user=st.text(min_size=1, max_size=64),
+    request_id=st.one_of(st.none(), st.text(max_size=64)),
+    ts=st.one_of(st.none(), st.integers(min_value=0, max_value=2**62)),
+    fallback=st.integers(min_value=0, max_value=2**62),
+)
+def test_a_forwarded_request_is_keyed_by_its_user_and_decodes_as_an_erasure(
+    user: str, request_id: str | None, ts: int | None, fallback: int
+) -> None:
+    body: dict[str, Any] = {"user_id": user}
+    if request_id is not None:
+        body["request_id"] = request_id
+    if ts is not None:
+        body["ts"] = ts
+    forwarded = forwarded_request(orjson.dumps(body), fallback)
+    assert not isinstance(forwarded, str)
+    key, value = forwarded
+    assert key == user.encode()
+    erasure = parse_erasure(Record(key, value, 7, None), user)
+    assert erasure == Erasure(key, 7, request_id, ts if ts is not None else fallback)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (None, "not JSON"),
+        (b'{"request_id": "r"}', "user_id missing"),
+        (b'{"user_id": ""}', "user_id missing"),
+        (b'{"user_id": 42}', "user_id missing"),
+        (b'{"user_id": "u", "type": "purchase"}', "type is not 'erase'"),
+    ],
+)
+def test_an_unreadable_request_is_refused_with_the_reason(value: bytes | None, why: str) -> None:
+    refused = forwarded_request(value, 0)
+    assert isinstance(refused, str) and refused.startswith(why)
