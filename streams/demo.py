@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.kafka import EmbeddedBroker, die_with_parent, ensure_topics, free_port
+from streams.responder import ClosedLoop, effect_rows
 from streams.settings import Settings
 
 __all__ = ["OutputCounter", "histogram_quantile", "run_demo", "scrape_metrics"]
@@ -128,14 +129,16 @@ def run_demo(
     if threading.current_thread() is threading.main_thread():
         previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     from streams.producer import produce_records
-    from training.simulator import SimConfig, encode_stream, simulate
+    from training.simulator import SimConfig, simulate_users
 
     broker = broker or os.environ.get("RETENTION_BROKER")
+    run_started_ms = int(time.time() * 1000)
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
     succeeded = False
     embedded: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
     reader: OutputCounter | None = None
+    loop: ClosedLoop | None = None
     out = sys.stdout
     try:
         if broker is None:
@@ -164,7 +167,7 @@ def run_demo(
             flush=True,
         )
         holder: dict[str, Any] = {}
-        sim_thread = threading.Thread(target=lambda: holder.update(events=list(simulate(sim))), daemon=True)
+        sim_thread = threading.Thread(target=lambda: holder.update(simulated=simulate_users(sim)), daemon=True)
         sim_thread.start()
 
         worker = _spawn_worker(settings, workdir / "worker.log")
@@ -194,9 +197,11 @@ def run_demo(
                 return 1
             time.sleep(0.5)
         sim_thread.join()
-        events = holder["events"]
+        # The closed loop: simulated users answer what the worker sends (redeem, click, come back).
+        loop = ClosedLoop(settings, *holder["simulated"], sim, since_ms=run_started_ms).start()
         print(
-            f"[demo] streaming {len(events):,} simulated events at up to {rate:,.0f}/s for {seconds:g}s",
+            f"[demo] streaming {sum(map(len, holder['simulated'][0])):,} simulated events at up to {rate:,.0f}/s "
+            f"for {seconds:g}s; simulated users answer the interventions",
             file=out,
             flush=True,
         )
@@ -211,10 +216,9 @@ def run_demo(
             state["last"] = now
             _print_progress(out, now - started, sum(delivered.values()), metrics_url, reader, settings)
 
-        records = encode_stream(iter(events), seed=3, malformed_rate=0.002, unknown_rate=0.001)
         produced = produce_records(
             settings,
-            records,
+            loop.records(seed=3, malformed_rate=0.002, unknown_rate=0.001),
             rate=rate,
             should_stop=lambda: time.monotonic() - started >= seconds,
             on_progress=progress,
@@ -229,6 +233,7 @@ def run_demo(
         time.sleep(1.5)  # let the reader see the last published records
         samples = scrape_metrics(metrics_url)
         summary = _summary(samples, produced, reader, settings)
+        summary["effect"] = loop.finish(idle_s=1.0, timeout_s=5.0)
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print_summary(out, summary, reader, settings)
         if summary_json:
@@ -241,6 +246,8 @@ def run_demo(
     finally:
         if reader is not None:
             reader.stop()
+        if loop is not None:
+            loop.close()
         _stop_process(worker)
         if embedded is not None:
             embedded.stop()
@@ -357,6 +364,8 @@ def _print_summary(out: Any, summary: dict[str, Any], reader: OutputCounter, set
     p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
     if p50 is not None:
         row("event to decision", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (target {summary['latency_target_ms']} ms)")
+    for label, text in effect_rows(summary["effect"]) if summary.get("effect") else ():
+        row(label, text)
     row("model", summary["model_version"])
     row("seconds", summary.get("seconds"))
     for topic in (settings.coupon_topic, settings.recommendation_topic):

@@ -38,6 +38,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.live and args.out:
         print("retention simulate: --live stamps events as they are produced; drop --out", file=sys.stderr)
         return 2
+    if args.respond and (args.out or args.live):
+        msg = (
+            "retention simulate: --respond answers the worker's interventions on the broker, on the simulated "
+            "clock (users come back days later in event time); drop --out and --live"
+        )
+        print(msg, file=sys.stderr)
+        return 2
     config = SimConfig(users=args.users, days=args.days, seed=args.seed)
     if args.treatment_log:
         from training.simulator import simulate_users
@@ -62,6 +69,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         pd.DataFrame(rows).to_parquet(out, index=False)
         print(f"wrote {len(rows)} events to {out}")
         return 0
+    if args.respond:
+        return _simulate_responding(args, config)
     events = simulate(config)
     if args.rate > 0 and out is None:
         # Simulate everything first: generating while producing made the offered rate
@@ -95,6 +104,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_responding(args: argparse.Namespace, config: Any) -> int:
+    """Produce the simulation while its users answer the worker's interventions (the closed loop)."""
+    from streams.kafka import ensure_topics
+    from streams.preflight import check_events_topic, require_broker
+    from streams.producer import produce_records
+    from streams.responder import ClosedLoop, effect_rows
+    from training.simulator import simulate_users
+
+    settings = load_settings(args)
+    require_broker(settings, args.broker_wait_s)
+    check_events_topic(settings)
+    created = ensure_topics(settings)
+    if created:
+        print(f"created topics ({settings.partitions} partitions): {', '.join(created)}")
+    since_ms = int(time.time() * 1000)  # interventions of earlier runs on these topics are not ours to answer
+    loop = ClosedLoop(
+        settings,
+        *simulate_users(config),
+        config,
+        since_ms=since_ms,
+        horizon_days=args.horizon_days,
+        tail_s=args.respond_tail_s,
+    ).start()
+    try:
+        records = loop.records(seed=args.seed, malformed_rate=args.malformed_rate, unknown_rate=args.unknown_rate)
+        counts = produce_records(settings, records, rate=args.rate)
+        effect = loop.finish(idle_s=args.respond_tail_s, timeout_s=args.respond_tail_s + 10)
+    finally:
+        loop.close()
+    print(f"produced {sum(counts.values())} records to {settings.events_topic}: {dict(counts)}")
+    for label, text in effect_rows(effect):
+        print(f"{label}: {text}")
+    return 0
+
+
 def _event_row(event: Any) -> dict[str, Any]:
     from msgspec import structs
 
@@ -121,7 +165,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "simulate",
         help="seeded simulated behaviour to a .jsonl/.parquet file, or produced to the broker at --rate "
-        "(--live stamps each event as it is produced); creates the topics first",
+        "(--live stamps each event as it is produced; --respond lets the simulated users answer the worker's "
+        "interventions); creates the topics first",
     )
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=180)
@@ -134,6 +179,19 @@ def register(sub: Any) -> None:
         "--live",
         action="store_true",
         help="stamp each event with the time it is produced (event time passes as fast as wall time)",
+    )
+    p.add_argument(
+        "--respond",
+        action="store_true",
+        help="closed loop: read the intervention topics and let the simulated users answer (redeem, click, "
+        "come back if persuadable); prints the measured uplift against the holdout and the simulator's true one",
+    )
+    p.add_argument("--horizon-days", type=int, default=30, help="with --respond: retention horizon of the effect")
+    p.add_argument(
+        "--respond-tail-s",
+        type=float,
+        default=5.0,
+        help="with --respond: after the last simulated event, keep answering until none came for this long",
     )
     p.add_argument(
         "--treatment-log", help="also write a randomised coupon campaign on these users (JSONL, for uplift training)"

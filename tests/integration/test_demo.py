@@ -53,6 +53,18 @@ def test_demo_loses_nothing_and_intervenes(tmp_path: Path) -> None:
     assert summary["interventions"]["coupon"] >= 1
     assert summary["interventions"]["recommendation"] >= 1
     assert summary["latency_ms_p50"] is not None and summary["latency_ms_p50"] > 0
+    # The closed loop: simulated users answered, and the effect against the holdout is in the summary.
+    effect = summary["effect"]
+    for key in ("uplift", "ci_low", "ci_high", "n_treated", "n_holdout", "redemptions", "clicks", "true_uplift"):
+        assert key in effect
+    assert 0 < effect["interventions_answered"] <= effect["interventions_read"]
+    assert effect["clicks"] > 0
+    assert effect["n_treated"] > 0
+    if effect["uplift"] is not None:
+        assert effect["ci_low"] <= effect["uplift"] <= effect["ci_high"]
+    assert b"uplift vs holdout" in result.stdout
+    if effect["true_uplift"] is not None:
+        assert b"true uplift (simulator)" in result.stdout
     # The demo leaves no process behind: its broker's port is closed and no
     # process mentions it.
     match = re.search(rb"embedded broker \(Tansu\) up on 127.0.0.1:(\d+)", result.stdout)
