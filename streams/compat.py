@@ -38,6 +38,7 @@ __all__ = [
     "hold_seek_for_tests",
     "install_commits",
     "install_drain",
+    "key_partitions",
     "next_records",
     "read_offsets",
     "release_in_flight",
@@ -110,6 +111,17 @@ def as_current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         current.reset(token)
+
+
+def key_partitions(memory_store: Any) -> MutableMapping[bytes, int]:
+    """The memory store's key -> partition map, from which it drops revoked partitions' keys.
+
+    Faust fills it only while recovering from the changelog; a key written live (by
+    Faust's ``table[key] = value`` too) is missing, so after a rebalance the worker would
+    keep the users of partitions it gave away: stale, counted twice, and out of reach
+    of an erasure handled by their new owner. The tables write it beside each key.
+    """
+    return memory_store._key_partition  # type: ignore[no-any-return]
 
 
 # -- The consumer, as the batch drain uses it ----------------------------------------

@@ -85,13 +85,19 @@ class TableAccess:
         rocksdb = self.rocksdb
         with _as_current(source):
             store = self._store()
+            # In memory, each key's partition too: Faust drops revoked partitions' keys by it.
+            owners = None if rocksdb else compat.key_partitions(self.table.data)
             for key, value in items:
                 if value is None:
                     if key not in store:
                         continue
                     del store[key]
+                    if owners is not None:
+                        owners.pop(key, None)
                 else:
                     store[key] = value
+                    if owners is not None:
+                        owners[key] = partition
                 produce(changelog, key, value, partition=partition, changelog=rocksdb)
 
     def all_keys(self) -> list[bytes]:
