@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,13 +30,14 @@ import numpy as np
 from retention_model.errors import SettingsError, TrainingDataError
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.features.offline import events_by_user, features_at
 from retention_model.features.state import DAY_MS
+from training.replay import EventSource, LogSummary, Snapshots, chunks_of, grid_points, rereadable, summarise
 
 __all__ = [
     "SECONDARY_DAYS",
     "CutoffPlan",
     "Dataset",
+    "DatasetBuilder",
     "Origin",
     "TimeSplit",
     "TrainConfig",
@@ -260,49 +264,85 @@ class Dataset:
         }
 
 
-def build_dataset(events: list[Event], cutoffs: list[int], config: TrainConfig) -> Dataset:
-    """Labelled feature rows at every cutoff for every user seen at or before it."""
-    per_user = events_by_user(events)
-    points = []
-    for user_id, user_events in per_user.items():
-        first = min(e.ts_ms for e in user_events)
-        points.extend((user_id, c) for c in cutoffs if first <= c)
-    keys, matrix = features_at(per_user, points)
-    silenced = np.empty(0, dtype=np.int64)
-    if config.max_silence_days is not None:
-        recency = matrix[:, FEATURE_NAMES.index("recency_days")]
-        keep = recency <= config.max_silence_days
-        silenced = np.asarray([c for (_, c), kept in zip(keys, keep, strict=True) if not kept], dtype=np.int64)
-        keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
-        matrix = matrix[keep]
+class DatasetBuilder:
+    """Labelled rows at every cutoff, from a log fed chunk by chunk in log order (see :mod:`training.replay`).
 
-    horizon = config.horizon_days * DAY_MS
-    short = SECONDARY_DAYS * DAY_MS
-    labels = np.zeros((len(keys), 5))
-    purchase_times = {
-        u: sorted((e.ts_ms, e.amount) for e in ev if e.type is EventType.PURCHASE) for u, ev in per_user.items()
-    }
-    typed_times = {
-        kind: {u: sorted(e.ts_ms for e in ev if e.type is kind) for u, ev in per_user.items()}
-        for kind in (EventType.CANCEL_ORDER, EventType.REVIEW)
-    }
+    Memory: one state per user, the feature rows, and each user's purchase, cancel
+    and review times (the labels look ahead of the cutoffs).
+    """
 
-    def any_in(times: list[int], lo: int, hi: int) -> bool:
-        idx = np.searchsorted(times, lo, side="right")
-        return bool(idx < len(times) and times[idx] <= hi)
+    def __init__(self, cutoffs: Iterable[int], config: TrainConfig, *, late: frozenset[str] = frozenset()) -> None:
+        self.config = config
+        self._snapshots = Snapshots(grid_points(cutoffs), late=late)
+        #: Per labelled type, per user: (time, amount) of each purchase, the time of each cancel or review.
+        self._times: dict[EventType, defaultdict[str, list]] = {kind: defaultdict(list) for kind in _LABELLED}
 
-    for row, (user_id, cutoff) in enumerate(keys):
-        purchases = purchase_times[user_id]
-        ts = [t for t, _ in purchases]
-        spend = sum(a for t, a in purchases if cutoff < t <= cutoff + horizon)
-        labels[row] = (
-            0.0 if any_in(ts, cutoff, cutoff + horizon) else 1.0,
-            1.0 if any_in(ts, cutoff, cutoff + short) else 0.0,
-            1.0 if any_in(typed_times[EventType.CANCEL_ORDER][user_id], cutoff, cutoff + short) else 0.0,
-            1.0 if any_in(typed_times[EventType.REVIEW][user_id], cutoff, cutoff + short) else 0.0,
-            spend,
-        )
-    return Dataset(keys, matrix, *(labels[:, i] for i in range(5)), silenced=silenced)
+    def feed(self, events: Iterable[Event]) -> None:
+        """The next events of the log, in log order."""
+        events = events if isinstance(events, Sequence) else list(events)
+        self._snapshots.feed(events)
+        times = self._times
+        for event in events:
+            per_user = times.get(event.type)
+            if per_user is not None:
+                per_user[event.user_id].append((event.ts_ms, event.amount) if event.type is _PURCHASE else event.ts_ms)
+
+    def finish(self) -> Dataset:
+        """The rows (by user in the order first seen, then by cutoff), filtered and labelled."""
+        config = self.config
+        keys, matrix = self._snapshots.finish()
+        silenced = np.empty(0, dtype=np.int64)
+        if config.max_silence_days is not None:
+            recency = matrix[:, FEATURE_NAMES.index("recency_days")]
+            keep = recency <= config.max_silence_days
+            silenced = np.asarray([c for (_, c), kept in zip(keys, keep, strict=True) if not kept], dtype=np.int64)
+            keys = [k for k, kept in zip(keys, keep, strict=True) if kept]
+            matrix = matrix[keep]
+
+        horizon, short = config.horizon_days * DAY_MS, SECONDARY_DAYS * DAY_MS
+        purchases, cancels, reviews = ({u: sorted(t) for u, t in self._times.pop(k).items()} for k in _LABELLED)
+        bought = {u: [t for t, _ in p] for u, p in purchases.items()}
+        labels = np.zeros((len(keys), 5))
+        none: list = []
+        for row, (user_id, cutoff) in enumerate(keys):
+            ts = bought.get(user_id, none)
+            lo, hi = bisect_right(ts, cutoff), bisect_right(ts, cutoff + horizon)
+            labels[row] = (
+                float(lo == hi),
+                _any_in(ts, cutoff, short),
+                _any_in(cancels.get(user_id, none), cutoff, short),
+                _any_in(reviews.get(user_id, none), cutoff, short),
+                sum(a for _, a in purchases[user_id][lo:hi]) if hi > lo else 0.0,
+            )
+        return Dataset(keys, matrix, *(labels[:, i] for i in range(5)), silenced=silenced)
+
+
+_PURCHASE = EventType.PURCHASE
+#: The types the labels read, purchases first.
+_LABELLED = (EventType.PURCHASE, EventType.CANCEL_ORDER, EventType.REVIEW)
+
+
+def _any_in(times: list[int], after: int, span: int) -> float:
+    """1.0 when a time in the sorted ``times`` lies in (after, after + span]."""
+    idx = bisect_right(times, after)
+    return 1.0 if idx < len(times) and times[idx] <= after + span else 0.0
+
+
+def build_dataset(
+    events: EventSource | Iterable[Event], cutoffs: list[int], config: TrainConfig, *, summary: LogSummary | None = None
+) -> Dataset:
+    """Labelled feature rows at every cutoff for every user seen at or before it.
+
+    ``events``: in memory, or an :class:`~training.replay.EventLog` read in chunks: one
+    pass, after one for :func:`~training.replay.summarise` unless ``summary`` is given.
+    """
+    if summary is None:
+        events = rereadable(events)  # two passes: a one-shot iterable is read into a list
+        summary = summarise(events)
+    builder = DatasetBuilder(cutoffs, config, late=summary.late_users)
+    for chunk in chunks_of(events):
+        builder.feed(chunk)
+    return builder.finish()
 
 
 def choose_cutoffs(first_ms: int, last_ms: int, config: TrainConfig) -> list[int]:

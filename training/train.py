@@ -1,8 +1,9 @@
 """Offline training: event log -> labelled rows at every cutoff -> the best candidate -> bundle.
 
-Features come from :func:`retention_model.features.offline.features_at`, the same
-code the worker runs. The time line is cut for one *test cutoff* D (given with
-``--cutoff``, or the last the log labels in full; see :mod:`training.dataset`):
+Features come from the worker's own code, replayed over the log in chunks
+(:mod:`training.replay`), so a log larger than memory trains. The time line is cut
+for one *test cutoff* D (given with ``--cutoff``, or the last the log labels in
+full; see :mod:`training.dataset`):
 the shipped model is fitted on every cutoff whose labels closed by D and calibrated
 on the most recent of them; the candidates (:mod:`training.candidates`) are
 compared at rolling origins before D (:mod:`training.selection`), and the one with
@@ -16,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,8 @@ import numpy as np
 
 from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType
-from retention_model.features.offline import events_by_user, features_at
 from retention_model.model.bundle import normalise, write_bundle
+from retention_model.monitoring.drift import FeatureReference
 from retention_model.policy.recommend import learn_recommendations
 from training.baselines import bgnbd_churn, fit_normalisation, rfm_logistic_regression_churn
 from training.candidates import (
@@ -40,6 +43,7 @@ from training.candidates import (
 from training.dataset import (
     CutoffPlan,
     Dataset,
+    DatasetBuilder,
     TimeSplit,
     TrainConfig,
     build_dataset,
@@ -48,8 +52,9 @@ from training.dataset import (
     plan_cutoffs,
     time_split,
 )
-from training.drift_reference import feature_reference
+from training.drift_reference import ReferenceBuilder
 from training.metrics import classification_metrics, side_by_side
+from training.replay import EventSource, LogSummary, Snapshots, chunks_of, rereadable, summarise
 from training.selection import REFERENCE, compare_candidates
 
 __all__ = [
@@ -67,12 +72,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def plan_training(events: list[Event], config: TrainConfig) -> CutoffPlan:
-    """The cutoff plan for a log; raises :class:`TrainingDataError` (before TensorFlow) when it cannot train."""
-    if not events:
+def plan_training(events: EventSource | LogSummary, config: TrainConfig) -> CutoffPlan:
+    """The cutoff plan for a log or its summary; raises :class:`TrainingDataError` (before TensorFlow) if it cannot."""
+    summary = events if isinstance(events, LogSummary) else summarise(events)
+    if not summary.events:
         msg = "the event log has no events"
         raise TrainingDataError(msg)
-    return plan_cutoffs(min(e.ts_ms for e in events), max(e.ts_ms for e in events), config)
+    return plan_cutoffs(summary.first_ms, summary.last_ms, config)
 
 
 def _require_both_classes(name: str, data: Dataset, cutoffs: tuple[int, ...]) -> None:
@@ -135,7 +141,7 @@ def test_figures(
 
 
 def train(
-    events: list[Event],
+    events: EventSource | Iterable[Event],
     registry: str | Path,
     config: TrainConfig,
     *,
@@ -143,6 +149,7 @@ def train(
     treatment_log: list[Any] | None = None,
     candidates: tuple[CandidateSpec, ...] = CANDIDATES,
     skipped_rows: dict[str, int] | None = None,
+    summary: LogSummary | None = None,
 ) -> Path:
     """Fit the best candidate on an event log and write a bundle into ``registry``.
 
@@ -150,9 +157,16 @@ def train(
     carries the co-purchase table for recommendation payloads and, given a
     randomised ``treatment_log`` (see :mod:`training.uplift`), a coupon uplift
     model for expected-value targeting.
+
+    ``events``: in memory, or an :class:`~training.replay.EventLog` read in chunks:
+    one pass for its ``summary`` (unless given), one for the rows, the
+    recommendations and the uplift rows together; the log is never held whole.
     """
-    plan = plan_training(events, config)
-    data = build_dataset(events, plan.all_cutoffs, config)
+    if summary is None:
+        events = rereadable(events)  # two passes: a one-shot iterable is read into a list
+        summary = summarise(events)
+    plan = plan_training(summary, config)
+    data, seen = _one_pass(events, plan, config, summary, treatment_log)
     fit, calibration_rows = data.at(plan.fit), data.at(plan.calibration)
     _require_both_classes("training", fit, plan.fit)
     _require_both_classes("calibration", calibration_rows, plan.calibration)
@@ -174,20 +188,17 @@ def train(
         metrics.update(test_figures(model, calibration, data, plan, config, mean, std))
         log.info("test at %s: %s", day(plan.test), metrics.get("test"))
 
-    seen = [e for e in events if e.ts_ms <= plan.test]  # the bundle learns nothing after its cutoff
-    categories: Counter[str] = Counter(e.category for e in seen if e.type is EventType.PURCHASE and e.category)
     extras: dict[str, Any] = {
         "heads": list(HEADS),
         "candidate": chosen.name,
-        "popular_categories": [c for c, _ in categories.most_common(10)],
-        "recommendations": learn_recommendations(seen),
+        "popular_categories": [c for c, _ in seen.categories.most_common(10)],
+        "recommendations": seen.recommendations,
     }
-    reference = feature_reference(seen, plan.test, seed=config.seed)
-    if reference is not None:  # for drift monitoring in the worker (retention_model.monitoring.drift)
-        extras["feature_reference"] = reference.to_dict()
+    if seen.reference is not None:  # for drift monitoring in the worker (retention_model.monitoring.drift)
+        extras["feature_reference"] = seen.reference.to_dict()
     if treatment_log:
-        extras["uplift"], metrics["uplift"] = _fit_uplift(seen, treatment_log, mean, std, config.seed)
-    first_ms, last_ms = min(e.ts_ms for e in events), max(e.ts_ms for e in events)
+        extras["uplift"], metrics["uplift"] = _fit_uplift(seen.uplift_rows, treatment_log, mean, std, config.seed)
+    first_ms, last_ms = summary.first_ms, summary.last_ms
     return write_bundle(
         registry,
         model,
@@ -198,8 +209,8 @@ def train(
         metrics=metrics,
         training_data={
             "source": source,
-            "events": len(events),
-            "users": len({e.user_id for e in events}),
+            "events": summary.events,
+            "users": summary.users,
             "first_event": datetime.fromtimestamp(first_ms / 1000, tz=UTC).isoformat(),
             "last_event": datetime.fromtimestamp(last_ms / 1000, tz=UTC).isoformat(),
             "skipped_invalid_rows": dict(skipped_rows or {}),
@@ -217,17 +228,81 @@ def train(
     )
 
 
+@dataclass
+class _Seen:
+    """What training learns from the events up to the test cutoff, besides the rows."""
+
+    categories: Counter[str]
+    recommendations: dict[str, Any]
+    #: Feature rows at the treatment log's decisions (keys, matrix), or None.
+    uplift_rows: tuple[list[tuple[str, int]], np.ndarray] | None
+    #: Feature bins and shares just before the cutoff, for drift monitoring (issue 18), or None.
+    reference: FeatureReference | None = None
+
+
+def _one_pass(
+    events: EventSource | Iterable[Event],
+    plan: CutoffPlan,
+    config: TrainConfig,
+    summary: LogSummary,
+    treatment_log: list[Any] | None,
+) -> tuple[Dataset, _Seen]:
+    """The labelled rows, purchase categories, recommendations and uplift rows from one pass over the log.
+
+    Only the events at or before the test cutoff teach the categories, the
+    recommendations and the uplift rows: the bundle learns nothing after its cutoff.
+    """
+    builder = DatasetBuilder(plan.all_cutoffs, config, late=summary.late_users)
+    uplift = _uplift_snapshots(treatment_log, plan.test, summary) if treatment_log else None
+    categories: Counter[str] = Counter()
+    test = plan.test
+    reference = ReferenceBuilder.for_log(test, summary.events, summary.first_ms, summary.last_ms, seed=config.seed)
+
+    def seen() -> Iterator[Event]:
+        for chunk in chunks_of(events):
+            builder.feed(chunk)
+            reference.feed(chunk)
+            if uplift is not None:
+                uplift.feed(chunk)
+            for event in chunk:
+                if event.ts_ms <= test:
+                    if event.type is EventType.PURCHASE and event.category:
+                        categories[event.category] += 1
+                    yield event
+
+    stream = seen()
+    recommendations = learn_recommendations(stream)
+    for _ in stream:  # (learn_recommendations reads to the end; the rows need every chunk)
+        pass
+    uplift_rows = uplift.finish() if uplift is not None else None
+    return builder.finish(), _Seen(categories, recommendations, uplift_rows, reference.finish())
+
+
+def _uplift_snapshots(log_records: list[Any], test: int, summary: LogSummary) -> Snapshots:
+    """Rows at each treatment decision from the events up to the test cutoff, in the treatment log's user order."""
+    decisions: dict[str, set[int]] = {}
+    for record in log_records:
+        decisions.setdefault(record.user_id, set()).add(record.decision_ms)
+    points = {user: tuple((d, d) for d in sorted(times)) for user, times in decisions.items()}
+    order = {user: rank for rank, user in enumerate(decisions)}
+    return Snapshots(lambda user: points.get(user, ()), late=summary.late_users, visible_until=test, order=order)
+
+
 def _fit_uplift(
-    events: list[Event], log_records: list[Any], mean: np.ndarray, std: np.ndarray, seed: int
+    rows: tuple[list[tuple[str, int]], np.ndarray] | None,
+    log_records: list[Any],
+    mean: np.ndarray,
+    std: np.ndarray,
+    seed: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Served uplift model from a treatment log, with its Qini on a held-out 30%."""
     from sklearn.model_selection import train_test_split
 
     from training.uplift import fit_served_uplift, qini
 
-    per_user = events_by_user(events)
+    assert rows is not None
     outcome = {(r.user_id, r.decision_ms): r for r in log_records}
-    keys, matrix = features_at(per_user, list(outcome))
+    keys, matrix = rows
     if len(keys) < 100:
         msg = f"the treatment log matches only {len(keys)} users with events before their decision; need 100"
         raise ValueError(msg)

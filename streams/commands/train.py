@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from streams.commands.common import add_fit_flags, add_skip_invalid, read_log, setup_logging, silence_days
+from streams.commands.common import add_fit_flags, add_skip_invalid, setup_logging, silence_days
 
 __all__ = ["register"]
 
@@ -17,9 +18,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None  # a typo fails before the log is read
     setup_logging("info")
+    from training.replay import EventLog, summarise
     from training.train import train
 
-    events, skipped = read_log(args)
+    # Read in chunks, never whole: one pass here (times, counts, bad rows), then one in train.
+    log = EventLog(args.events, skip_invalid=args.skip_invalid)
+    summary = summarise(log)
+    if log.skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in log.skipped.most_common())
+        print(f"skipped {sum(log.skipped.values())} invalid rows of {args.events} ({reasons})", file=sys.stderr)
     config = TrainConfig(
         horizon_days=args.horizon_days,
         seed=args.seed,
@@ -33,7 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         treatment_log = read_treatment_log(args.treatment_log)
     path = train(
-        events, args.registry, config, source=str(args.events), treatment_log=treatment_log, skipped_rows=skipped
+        log,
+        args.registry,
+        config,
+        source=str(args.events),
+        treatment_log=treatment_log,
+        skipped_rows=dict(log.skipped),
+        summary=summary,
     )
     _print_training_summary(path)
     return 0
