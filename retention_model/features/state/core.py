@@ -1,4 +1,4 @@
-"""Per-user feature state: updated event by event, compact, versioned.
+"""Per-user feature state and its fold: updated event by event, order-independent.
 
 Decayed aggregates are kept *anchored*: instead of the value at the last event,
 the state stores ``s = Σ x·2^((t - anchor)/h)``, and the value at any time ``now``
@@ -19,12 +19,11 @@ them counts once.
 from __future__ import annotations
 
 import hashlib
-import struct
 import zlib
 from bisect import insort
 from collections.abc import Callable
 from functools import lru_cache
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Final, Literal
 
 from retention_model.events import Event, EventType
@@ -32,17 +31,27 @@ from retention_model.features.definitions import HALF_LIVES_DAYS, SIGNALS
 
 __all__ = [
     "APPLIED",
+    "CATEGORY_HALF_LIFE_MS",
+    "DAY_MS",
     "DUPLICATE_EVENT",
+    "HALF_LIVES_MS",
+    "HOUR_MS",
+    "MAX_CATEGORY_BYTES",
+    "N_HALF_LIVES",
+    "N_SIGNALS",
+    "REANCHOR_AFTER_MS",
+    "RECENT_EVENT_IDS_KEPT",
+    "RECENT_ITEMS_KEPT",
+    "RECENT_ORDER_IDS_KEPT",
+    "RECENT_PURCHASES_KEPT",
     "REPLAYED",
     "STATE_VERSION",
+    "TOP_CATEGORIES_KEPT",
     "ApplyOutcome",
     "UserState",
     "apply_event",
     "decay_factor",
-    "dump_state",
     "item_hash",
-    "load_state",
-    "merge_states",
 ]
 
 DAY_MS: Final = 86_400_000
@@ -354,68 +363,6 @@ def _add_item(items: dict[int, int], item: int, hour: int) -> None:
         del items[oldest]
 
 
-def merge_states(a: UserState, b: UserState) -> UserState:
-    """One user's state from two states built on disjoint sets of their events.
-
-    Totals and decayed sums add (after moving both to one anchor), first/last times
-    take min/max, the recent-purchase and category profiles keep the top entries.
-    It lets a backfill split a user's history, and combine the parts.
-    """
-    if a.is_empty:
-        return b.copy()
-    if b.is_empty:
-        return a.copy()
-    left, right = a.copy(), b.copy()
-    anchor = min(left.anchor_ms, right.anchor_ms)
-    _reanchor(left, anchor)
-    _reanchor(right, anchor)
-    out = left
-    out.offset = max(left.offset, right.offset)
-    out.first_seen_ms = min(left.first_seen_ms, right.first_seen_ms)
-    out.last_seen_ms = max(left.last_seen_ms, right.last_seen_ms)
-    firsts = [t for t in (left.first_purchase_ms, right.first_purchase_ms) if t]
-    out.first_purchase_ms = min(firsts) if firsts else 0
-    out.last_purchase_ms = max(left.last_purchase_ms, right.last_purchase_ms)
-    out.last_coupon_ms = max(left.last_coupon_ms, right.last_coupon_ms)
-    out.last_reco_ms = max(left.last_reco_ms, right.last_reco_ms)
-    if right.last_scored_ms > left.last_scored_ms:
-        out.last_scored_ms, out.last_risk = right.last_scored_ms, right.last_risk
-    out.interventions_sent = left.interventions_sent + right.interventions_sent
-    newer = right if right.last_seen_ms >= left.last_seen_ms else left
-    out.opted_out = newer.opted_out
-    out.coupon_redeemed = (left.coupon_redeemed or right.coupon_redeemed) and not (
-        left.last_coupon_ms != right.last_coupon_ms
-        and not (left if left.last_coupon_ms > right.last_coupon_ms else right).coupon_redeemed
-    )
-    if left.cap_window_day == right.cap_window_day:
-        out.cap_window_day, out.cap_count = left.cap_window_day, left.cap_count + right.cap_count
-    else:
-        later = left if left.cap_window_day > right.cap_window_day else right
-        out.cap_window_day, out.cap_count = later.cap_window_day, later.cap_count
-    items = dict(left.recent_items)
-    for item, hour in right.recent_items.items():
-        _add_item(items, item, hour)
-    out.recent_items = items
-    out.category_bits = left.category_bits | right.category_bits
-    out.last_coupon_wall_ms = max(left.last_coupon_wall_ms, right.last_coupon_wall_ms)
-    out.last_reco_wall_ms = max(left.last_reco_wall_ms, right.last_reco_wall_ms)
-    # The de-duplication windows: both parts' ids (disjoint events), the later part's last.
-    first, second = (left, right) if left.last_seen_ms <= right.last_seen_ms else (right, left)
-    out.recent_event_ids = _newest_distinct(first.recent_event_ids + second.recent_event_ids, RECENT_EVENT_IDS_KEPT)
-    out.recent_order_ids = _newest_distinct(first.recent_order_ids + second.recent_order_ids, RECENT_ORDER_IDS_KEPT)
-    out.totals = [x + y for x, y in zip(left.totals, right.totals)]
-    out.decayed = [x + y for x, y in zip(left.decayed, right.decayed)]
-    out.recent_purchases_ms = sorted(left.recent_purchases_ms + right.recent_purchases_ms)[-RECENT_PURCHASES_KEPT:]
-    categories = dict(left.categories)
-    for name, weight in right.categories.items():
-        categories[name] = categories.get(name, 0.0) + weight
-    kept = sorted(categories, key=lambda k: (-categories[k], k))[:TOP_CATEGORIES_KEPT]
-    out.categories = {name: categories[name] for name in kept}
-    if out.last_seen_ms - out.anchor_ms > REANCHOR_AFTER_MS:
-        _reanchor(out, out.last_seen_ms - out.last_seen_ms % DAY_MS)
-    return out
-
-
 def _newest_distinct(hashes: list[int], kept: int) -> list[int]:
     """The last ``kept`` distinct values of ``hashes``, oldest first."""
     out: list[int] = []
@@ -451,171 +398,3 @@ def _add_category(state: UserState, event: Event) -> None:
         # arrival order; every numeric aggregate is order-independent.
         weakest = min(categories, key=categories.__getitem__)
         del categories[weakest]
-
-
-# --- serialisation ---------------------------------------------------------------
-
-_HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
-_FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
-# Version 3 stores the totals of count signals (sums of ones: whole numbers) as
-# uint32, and recent purchase times as 48 bits (low 32, high 16): the room the
-# de-duplication windows take, so the busiest state stays within 1 KiB.
-_COUNT_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how == "count")
-_SUM_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how != "count")
-_COUNTS_AND_FLOATS: Final = struct.Struct(f"<{len(_COUNT_SIGNALS)}I{len(_SUM_SIGNALS) + N_SIGNALS * N_HALF_LIVES}d")
-_count_totals: Final = itemgetter(*_COUNT_SIGNALS)
-_sum_totals: Final = itemgetter(*_SUM_SIGNALS)
-# Version 2: flags (opted out, coupon redeemed), cap window day (days since 1970,
-# fits 16 bits until 2149), cap count, item count.
-_POLICY_TAIL: Final = struct.Struct("<BHBB")
-# Version 3: sends in processing time (coupon, recommendation: epoch ms), the wall-clock
-# cap window day and count, then the de-duplication windows (counts and 32-bit hashes).
-_WALL_TAIL: Final = struct.Struct("<II")
-_WEIGHT: Final = struct.Struct("<d")
-
-
-# Header fields after the version byte, in wire order (load_state unpacks them in this order too).
-_HEADER_FIELDS: Final = (
-    "offset",
-    "anchor_ms",
-    "first_seen_ms",
-    "last_seen_ms",
-    "first_purchase_ms",
-    "last_purchase_ms",
-    "last_coupon_ms",
-    "last_reco_ms",
-    "last_scored_ms",
-    "interventions_sent",
-    "category_bits",
-    "last_risk",
-)
-
-
-_header_values: Final = attrgetter(*_HEADER_FIELDS)
-
-
-def dump_state(state: UserState) -> bytes:
-    """Serialise to the compact binary format (version byte first).
-
-    Version 2 appended the policy tail (opt-out, last redemption, recent send
-    times, recent items) to the version 1 layout; version 3 packs count totals
-    and purchase times tighter and appends the processing-time sends and the
-    de-duplication windows.
-    """
-    recent = state.recent_purchases_ms
-    categories = state.categories
-    items = state.recent_items
-    totals = state.totals
-    # The variable-length parts go in one pack call, with a format built per shape
-    # (the struct module caches compiled formats).
-    names = [name.encode() for name in categories]
-    shape = "".join(f"B{len(name)}sd" for name in names)
-    tail: list[object] = [len(recent)]
-    tail += [t & 0xFFFFFFFF for t in recent]
-    tail += [t >> 32 for t in recent]
-    tail.append(len(names))
-    for name, weight in zip(names, categories.values()):
-        tail += (len(name), name, weight)
-    flags = int(state.opted_out) | int(state.coupon_redeemed) << 1
-    tail += (flags, state.cap_window_day, min(state.cap_count, 255), len(items))
-    for item_and_hour in items.items():
-        tail += item_and_hour
-    ids, orders = state.recent_event_ids, state.recent_order_ids
-    tail += (state.last_coupon_wall_ms // 1000, state.last_reco_wall_ms // 1000, len(ids), *ids, len(orders), *orders)
-    n = len(recent)
-    return b"".join(
-        (
-            _HEADER.pack(STATE_VERSION, *_header_values(state)),
-            _COUNTS_AND_FLOATS.pack(*map(int, _count_totals(totals)), *_sum_totals(totals), *state.decayed),
-            struct.pack(
-                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}I",
-                *tail,
-            ),
-        )
-    )
-
-
-def load_state(blob: bytes) -> UserState:
-    """Inverse of :func:`dump_state`; reads every state version written so far."""
-    version = blob[0]
-    if not 1 <= version <= STATE_VERSION:
-        msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
-        raise ValueError(msg)
-    # Fields are assigned straight from the unpacked tuples, not through __init__ and a
-    # setattr loop: a state is loaded for every user in every batch.
-    state = UserState.__new__(UserState)
-    (
-        _,
-        state.offset,
-        state.anchor_ms,
-        state.first_seen_ms,
-        state.last_seen_ms,
-        state.first_purchase_ms,
-        state.last_purchase_ms,
-        state.last_coupon_ms,
-        state.last_reco_ms,
-        state.last_scored_ms,
-        state.interventions_sent,
-        state.category_bits,
-        state.last_risk,
-    ) = _HEADER.unpack_from(blob, 0)
-    pos = _HEADER.size
-    if version >= 3:
-        values = _COUNTS_AND_FLOATS.unpack_from(blob, pos)
-        pos += _COUNTS_AND_FLOATS.size
-        totals = [0.0] * N_SIGNALS
-        for index, value in zip(_COUNT_SIGNALS, values):
-            totals[index] = float(value)
-        n_counts = len(_COUNT_SIGNALS)
-        for index, value in zip(_SUM_SIGNALS, values[n_counts:]):
-            totals[index] = value
-        state.totals = totals
-        state.decayed = list(values[n_counts + len(_SUM_SIGNALS) :])
-        n_recent = blob[pos]
-        parts = struct.unpack_from(f"<{n_recent}I{n_recent}H", blob, pos + 1)
-        state.recent_purchases_ms = [low | high << 32 for low, high in zip(parts[:n_recent], parts[n_recent:])]
-        pos += 1 + 6 * n_recent
-    else:
-        floats = _FLOATS.unpack_from(blob, pos)
-        pos += _FLOATS.size
-        state.totals = list(floats[:N_SIGNALS])
-        state.decayed = list(floats[N_SIGNALS:])
-        n_recent = blob[pos]
-        state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos + 1))
-        pos += 1 + 8 * n_recent
-    n_categories = blob[pos]
-    pos += 1
-    categories: dict[str, float] = {}
-    weight_at = _WEIGHT.unpack_from
-    for _ in range(n_categories):
-        end = pos + 1 + blob[pos]
-        (categories[blob[pos + 1 : end].decode()],) = weight_at(blob, end)
-        pos = end + 8
-    state.categories = categories
-    state.recent_items = {}
-    if version >= 2:
-        flags, state.cap_window_day, state.cap_count, n_items = _POLICY_TAIL.unpack_from(blob, pos)
-        state.opted_out = bool(flags & 1)
-        state.coupon_redeemed = bool(flags & 2)
-        pos += _POLICY_TAIL.size
-        if n_items:
-            pairs = struct.unpack_from(f"<{'QI' * n_items}", blob, pos)
-            state.recent_items = dict(zip(pairs[::2], pairs[1::2]))
-            pos += 12 * n_items
-    else:
-        state.opted_out = state.coupon_redeemed = False
-        state.cap_window_day = state.cap_count = 0
-    if version >= 3:
-        coupon_s, reco_s = _WALL_TAIL.unpack_from(blob, pos)
-        state.last_coupon_wall_ms, state.last_reco_wall_ms = coupon_s * 1000, reco_s * 1000
-        pos += _WALL_TAIL.size
-        n_ids = blob[pos]
-        state.recent_event_ids = list(struct.unpack_from(f"<{n_ids}I", blob, pos + 1))
-        pos += 1 + 4 * n_ids
-        n_orders = blob[pos]
-        state.recent_order_ids = list(struct.unpack_from(f"<{n_orders}I", blob, pos + 1))
-    else:
-        state.last_coupon_wall_ms = state.last_reco_wall_ms = 0
-        state.recent_event_ids = []
-        state.recent_order_ids = []
-    return state

@@ -1,0 +1,177 @@
+"""A user's state as bytes and back: versioned, within 1 KiB, read by every older version."""
+
+from __future__ import annotations
+
+import struct
+from operator import attrgetter, itemgetter
+from typing import Final
+
+from retention_model.features.definitions import SIGNALS
+from retention_model.features.state.core import N_HALF_LIVES, N_SIGNALS, STATE_VERSION, UserState
+
+__all__ = ["dump_state", "load_state"]
+
+_HEADER: Final = struct.Struct("<BqqqqqqqqqIQd")
+_FLOATS: Final = struct.Struct(f"<{N_SIGNALS + N_SIGNALS * N_HALF_LIVES}d")
+# Version 3 stores the totals of count signals (sums of ones: whole numbers) as
+# uint32, and recent purchase times as 48 bits (low 32, high 16): the room the
+# de-duplication windows take, so the busiest state stays within 1 KiB.
+_COUNT_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how == "count")
+_SUM_SIGNALS: Final = tuple(i for i, signal in enumerate(SIGNALS) if signal.how != "count")
+_COUNTS_AND_FLOATS: Final = struct.Struct(f"<{len(_COUNT_SIGNALS)}I{len(_SUM_SIGNALS) + N_SIGNALS * N_HALF_LIVES}d")
+_count_totals: Final = itemgetter(*_COUNT_SIGNALS)
+_sum_totals: Final = itemgetter(*_SUM_SIGNALS)
+# Version 2: flags (opted out, coupon redeemed), cap window day (days since 1970,
+# fits 16 bits until 2149), cap count, item count.
+_POLICY_TAIL: Final = struct.Struct("<BHBB")
+# Version 3: sends in processing time (coupon, recommendation: epoch ms), the wall-clock
+# cap window day and count, then the de-duplication windows (counts and 32-bit hashes).
+_WALL_TAIL: Final = struct.Struct("<II")
+_WEIGHT: Final = struct.Struct("<d")
+
+
+# Header fields after the version byte, in wire order (load_state unpacks them in this order too).
+_HEADER_FIELDS: Final = (
+    "offset",
+    "anchor_ms",
+    "first_seen_ms",
+    "last_seen_ms",
+    "first_purchase_ms",
+    "last_purchase_ms",
+    "last_coupon_ms",
+    "last_reco_ms",
+    "last_scored_ms",
+    "interventions_sent",
+    "category_bits",
+    "last_risk",
+)
+
+
+_header_values: Final = attrgetter(*_HEADER_FIELDS)
+
+
+def dump_state(state: UserState) -> bytes:
+    """Serialise to the compact binary format (version byte first).
+
+    Version 2 appended the policy tail (opt-out, last redemption, recent send
+    times, recent items) to the version 1 layout; version 3 packs count totals
+    and purchase times tighter and appends the processing-time sends and the
+    de-duplication windows.
+    """
+    recent = state.recent_purchases_ms
+    categories = state.categories
+    items = state.recent_items
+    totals = state.totals
+    # The variable-length parts go in one pack call, with a format built per shape
+    # (the struct module caches compiled formats).
+    names = [name.encode() for name in categories]
+    shape = "".join(f"B{len(name)}sd" for name in names)
+    tail: list[object] = [len(recent)]
+    tail += [t & 0xFFFFFFFF for t in recent]
+    tail += [t >> 32 for t in recent]
+    tail.append(len(names))
+    for name, weight in zip(names, categories.values()):
+        tail += (len(name), name, weight)
+    flags = int(state.opted_out) | int(state.coupon_redeemed) << 1
+    tail += (flags, state.cap_window_day, min(state.cap_count, 255), len(items))
+    for item_and_hour in items.items():
+        tail += item_and_hour
+    ids, orders = state.recent_event_ids, state.recent_order_ids
+    tail += (state.last_coupon_wall_ms // 1000, state.last_reco_wall_ms // 1000, len(ids), *ids, len(orders), *orders)
+    n = len(recent)
+    return b"".join(
+        (
+            _HEADER.pack(STATE_VERSION, *_header_values(state)),
+            _COUNTS_AND_FLOATS.pack(*map(int, _count_totals(totals)), *_sum_totals(totals), *state.decayed),
+            struct.pack(
+                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}I",
+                *tail,
+            ),
+        )
+    )
+
+
+def load_state(blob: bytes) -> UserState:
+    """Inverse of :func:`dump_state`; reads every state version written so far."""
+    version = blob[0]
+    if not 1 <= version <= STATE_VERSION:
+        msg = f"user state version {version} is not readable by this code (knows 1..{STATE_VERSION})"
+        raise ValueError(msg)
+    # Fields are assigned straight from the unpacked tuples, not through __init__ and a
+    # setattr loop: a state is loaded for every user in every batch.
+    state = UserState.__new__(UserState)
+    (
+        _,
+        state.offset,
+        state.anchor_ms,
+        state.first_seen_ms,
+        state.last_seen_ms,
+        state.first_purchase_ms,
+        state.last_purchase_ms,
+        state.last_coupon_ms,
+        state.last_reco_ms,
+        state.last_scored_ms,
+        state.interventions_sent,
+        state.category_bits,
+        state.last_risk,
+    ) = _HEADER.unpack_from(blob, 0)
+    pos = _HEADER.size
+    if version >= 3:
+        values = _COUNTS_AND_FLOATS.unpack_from(blob, pos)
+        pos += _COUNTS_AND_FLOATS.size
+        totals = [0.0] * N_SIGNALS
+        for index, value in zip(_COUNT_SIGNALS, values):
+            totals[index] = float(value)
+        n_counts = len(_COUNT_SIGNALS)
+        for index, value in zip(_SUM_SIGNALS, values[n_counts:]):
+            totals[index] = value
+        state.totals = totals
+        state.decayed = list(values[n_counts + len(_SUM_SIGNALS) :])
+        n_recent = blob[pos]
+        parts = struct.unpack_from(f"<{n_recent}I{n_recent}H", blob, pos + 1)
+        state.recent_purchases_ms = [low | high << 32 for low, high in zip(parts[:n_recent], parts[n_recent:])]
+        pos += 1 + 6 * n_recent
+    else:
+        floats = _FLOATS.unpack_from(blob, pos)
+        pos += _FLOATS.size
+        state.totals = list(floats[:N_SIGNALS])
+        state.decayed = list(floats[N_SIGNALS:])
+        n_recent = blob[pos]
+        state.recent_purchases_ms = list(struct.unpack_from(f"<{n_recent}q", blob, pos + 1))
+        pos += 1 + 8 * n_recent
+    n_categories = blob[pos]
+    pos += 1
+    categories: dict[str, float] = {}
+    weight_at = _WEIGHT.unpack_from
+    for _ in range(n_categories):
+        end = pos + 1 + blob[pos]
+        (categories[blob[pos + 1 : end].decode()],) = weight_at(blob, end)
+        pos = end + 8
+    state.categories = categories
+    state.recent_items = {}
+    if version >= 2:
+        flags, state.cap_window_day, state.cap_count, n_items = _POLICY_TAIL.unpack_from(blob, pos)
+        state.opted_out = bool(flags & 1)
+        state.coupon_redeemed = bool(flags & 2)
+        pos += _POLICY_TAIL.size
+        if n_items:
+            pairs = struct.unpack_from(f"<{'QI' * n_items}", blob, pos)
+            state.recent_items = dict(zip(pairs[::2], pairs[1::2]))
+            pos += 12 * n_items
+    else:
+        state.opted_out = state.coupon_redeemed = False
+        state.cap_window_day = state.cap_count = 0
+    if version >= 3:
+        coupon_s, reco_s = _WALL_TAIL.unpack_from(blob, pos)
+        state.last_coupon_wall_ms, state.last_reco_wall_ms = coupon_s * 1000, reco_s * 1000
+        pos += _WALL_TAIL.size
+        n_ids = blob[pos]
+        state.recent_event_ids = list(struct.unpack_from(f"<{n_ids}I", blob, pos + 1))
+        pos += 1 + 4 * n_ids
+        n_orders = blob[pos]
+        state.recent_order_ids = list(struct.unpack_from(f"<{n_orders}I", blob, pos + 1))
+    else:
+        state.last_coupon_wall_ms = state.last_reco_wall_ms = 0
+        state.recent_event_ids = []
+        state.recent_order_ids = []
+    return state
