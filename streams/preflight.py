@@ -49,6 +49,10 @@ def check_ports(settings: Settings) -> None:
             raise PortInUseError(msg)
 
 
+#: Waits at least this long say that they are waiting (a worker started before its broker).
+LONG_WAIT_S = 5.0
+
+
 def require_broker(settings: Settings, wait_s: float) -> str:
     """Wait up to ``wait_s`` for the cluster; return its id, or raise with what to do."""
     from streams.kafka import client_config, wait_for_broker
@@ -59,7 +63,10 @@ def require_broker(settings: Settings, wait_s: float) -> str:
             bootstrap,
             timeout_s=wait_s,
             config=client_config(settings),
-            on_wait=lambda: log.info("waiting for a Kafka broker at %s (up to %gs)", bootstrap, wait_s),
+            # A progress note for a long wait only: a short one ends in the one-line error anyway.
+            on_wait=(lambda: log.info("waiting for a Kafka broker at %s (up to %gs)", bootstrap, wait_s))
+            if wait_s >= LONG_WAIT_S
+            else None,
         )
     except TimeoutError:
         msg = (
