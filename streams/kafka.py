@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,9 +42,23 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: Below Linux's ephemeral range (32768-60999), where the kernel picks the local
+#: ports of outgoing connections: a port handed out from there can be taken by a
+#: client's connection before the process it was meant for binds it.
+_FREE_PORT_RANGE: Final = (20_000, 32_000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range."""
+    low, high = _FREE_PORT_RANGE
+    for port in random.sample(range(low, high), 64):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -13,6 +13,7 @@ import pytest
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.state import DAY_MS
 from streams.demo import metric_sum, scrape_metrics
+from streams.kafka import free_port
 from streams.producer import produce_records
 
 from .helpers import fresh_settings, metrics_url, read_topic, running_worker, settled_metrics, wait_for_metric
@@ -68,7 +69,7 @@ def test_budget_caps_hold_across_two_workers_and_each_decision_is_logged_once(br
         tmp_path,
         policy_file=policy_file(tmp_path, cooldown=0.0, daily_count=daily_count, total_money=total_money),
     )
-    second_settings = settings.replace(metrics_port=settings.metrics_port + 1, web_port=settings.web_port + 1)
+    second_settings = settings.replace(metrics_port=free_port(), web_port=free_port())
     users = [f"b{i:03d}" for i in range(60)]
     days = [[purchase(u, day + i / 1000) for i, u in enumerate(users)] for day in (1, 2, 3)]
     events = [e for day in days for e in day]
