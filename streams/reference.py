@@ -1,6 +1,6 @@
-"""The README's reference tables, made from the code they describe.
+"""The reference tables of the README and docs/reference.md, made from the code they describe.
 
-A test holds each table in the README equal to what these functions print, so a
+A test holds each table in the docs equal to what these functions print, so a
 new setting, metric, event type or command cannot go undocumented, and a stale
 row cannot stay.
 """
