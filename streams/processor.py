@@ -75,7 +75,14 @@ class BatchProcessor:
             watermark_jump_ms=int(settings.watermark_jump_s * 1000),
         )
         ttl_ms = int(settings.state_ttl_days * 86_400_000) or None
-        config = PipelineConfig(settings.policy, settings.partitions, limits, replay=self.replay, state_ttl_ms=ttl_ms)
+        config = PipelineConfig(
+            settings.policy,
+            settings.partitions,
+            limits,
+            replay=self.replay,
+            state_ttl_ms=ttl_ms,
+            state_cache_users=settings.state_cache_users,
+        )
         self.pipeline = BatchPipeline(config, self.tables.stores, clock=_wall_ms, breaker=self.breaker)
         #: Bumped when partitions are revoked; a batch that spans it records nothing.
         self.generation = 0

@@ -90,6 +90,12 @@ class Settings:
         lo=0.0,
         hi=36_500.0,
     )
+    state_cache_users: int = _setting(
+        20_000,
+        "Decoded user states kept in memory between batches, about 5 KB each, so active users skip decoding (0: none)",
+        lo=0,
+        hi=10_000_000,
+    )
     partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
     model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")
     model_reload_s: float = _setting(
@@ -369,7 +375,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] |
 
 
 def settings_table() -> str:
-    """The README's settings table, in Markdown."""
+    """The settings table of docs/reference.md, in Markdown."""
     lines = ["| Environment variable | Flag | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
     for spec in fields(Settings):
         default = spec.default if spec.name != "model_path" else "the bundled model"

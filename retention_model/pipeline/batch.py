@@ -26,6 +26,7 @@ from retention_model.pipeline.fold import fold_events
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
 from retention_model.pipeline.partition import PartitionContext
 from retention_model.pipeline.records import BatchCounts, BatchResult, Candidates, ModelCall, RawRecord
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.stores import PartitionStores
 from retention_model.pipeline.timers import collect_due
 from retention_model.policy.budget import BudgetLedger
@@ -52,6 +53,8 @@ class PipelineConfig:
     max_silence_rounds: int = MAX_SILENCE_ROUNDS
     #: Users silent this long (event time, ms) are dropped from the stores; None: never.
     state_ttl_ms: int | None = None
+    #: Decoded states kept between batches (about 5 KB each; 0: none): see :mod:`.state_cache`.
+    state_cache_users: int = 20_000
 
 
 class BatchPipeline:
@@ -70,16 +73,18 @@ class BatchPipeline:
         self.clock = clock
         self.breaker = breaker
         self._partitions: dict[int, PartitionContext] = {}
+        self.cache = StateCache(config.state_cache_users)
 
     def forget(self) -> None:
         """Drop what is kept per partition (after a rebalance); it is rebuilt from the stores."""
         self._partitions.clear()
+        self.cache.clear()
 
     def partition(self, partition: int) -> PartitionContext:
         """The context of ``partition``, made on first use."""
         context = self._partitions.get(partition)
         if context is None:
-            context = self._partitions[partition] = PartitionContext(partition, self.stores(partition))
+            context = self._partitions[partition] = PartitionContext(partition, self.stores(partition), self.cache)
         return context
 
     def ledgers(self) -> dict[int, BudgetLedger]:
@@ -112,7 +117,7 @@ class BatchPipeline:
                 removed = erase_users(context, keys)
                 result.erasures.extend(confirmations(decoded.erasures, removed, partition, wall_ms))
                 counts.erased += sum(1 for state_bytes, _ in removed if state_bytes)
-            folded = fold_events(decoded.events, context.stores.states)
+            folded = fold_events(decoded.events, context.stores.states, self.cache)
             counts.outcomes.update(folded.outcomes)
             counts.new_users += folded.new_users
             first_seen = decoded.first_seen_ms
@@ -143,6 +148,7 @@ class BatchPipeline:
                 candidates.keys_set,
                 ttl_ms=ttl_ms,
                 expired=expired,
+                cache=self.cache,
             ):
                 candidates.add(key, state, due, partition, "silence", None)
             if expired:
@@ -183,7 +189,7 @@ class BatchPipeline:
                 self.partition(partition).save_budget()
             result.counts.budget_now_ms = max(candidates.now_ms)
             result.counts.budget_wall_ms = wall_ms
-        for partition, blobs in state_blobs(candidates).items():
+        for partition, blobs in state_blobs(candidates, self.cache).items():
             self.partition(partition).stores.states.put_many(blobs)
         for partition, due in next_checks(candidates, config.state_ttl_ms).items():
             self.partition(partition).timers.file(due)

@@ -92,6 +92,8 @@ def erase_users(context: PartitionContext, keys: Sequence[bytes]) -> list[tuple[
     Both deletions go through the stores, so their changelogs get the tombstones.
     """
     states = context.stores.states
+    if context.cache is not None:
+        context.cache.forget(keys)
     blobs = states.get_many(keys)
     states.put_many([(key, None) for key, blob in zip(keys, blobs) if blob is not None])
     removed = context.timers.remove(set(keys))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from retention_model.events import Event, EventType
 from retention_model.features.state import APPLIED, UserState, apply_event, load_state
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.stores import KeyValueStore
 
 __all__ = ["Folded", "fold_events"]
@@ -30,21 +31,24 @@ class Folded:
     new_users: int = 0
 
 
-def fold_events(events: Mapping[bytes, list[tuple[Event, int]]], states: KeyValueStore) -> Folded:
+def fold_events(
+    events: Mapping[bytes, list[tuple[Event, int]]], states: KeyValueStore, cache: StateCache | None = None
+) -> Folded:
     """Apply each user's events (with their source offsets) to their stored state, in order.
 
     The states are read with one ``get_many`` and not written back: the caller
-    writes them once they are scored, with the score in them.
+    writes them once they are scored, with the score in them. With ``cache``, a
+    state written by the last batches is taken from it instead of decoded.
     """
     folded = Folded()
     outcomes = folded.outcomes
     keys = list(events)
+    load = _decode if cache is None else cache.load
     for key, raw in zip(keys, states.get_many(keys)):
-        if raw is None:
+        state = load(key, raw)
+        if state is None:
             state = UserState()
             folded.new_users += 1
-        else:
-            state = load_state(raw)
         applied = 0
         for event, offset in events[key]:
             outcome = apply_event(state, event, offset)
@@ -54,3 +58,7 @@ def fold_events(events: Mapping[bytes, list[tuple[Event, int]]], states: KeyValu
         if applied:
             folded.changed.append((key, state))
     return folded
+
+
+def _decode(_key: bytes, raw: bytes | None) -> UserState | None:
+    return None if raw is None else load_state(raw)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import orjson
 
-from retention_model.features.state import HOUR_MS, dump_state
+from retention_model.features.state import HOUR_MS, UserState, dump_state
 from retention_model.pipeline.decide import ScoredUser
 from retention_model.pipeline.records import BatchResult, Candidates, Inference
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.timers import timer_due_ms
 from retention_model.policy.config import PolicyConfig
 from retention_model.policy.policy import tier_for
@@ -21,11 +22,19 @@ from retention_model.policy.policy import tier_for
 __all__ = ["add_records", "next_checks", "state_blobs"]
 
 
-def state_blobs(candidates: Candidates) -> dict[int, list[tuple[bytes, bytes | None]]]:
-    """Partition -> (user key, state blob) for every scored user, partitions ascending."""
+def state_blobs(candidates: Candidates, cache: StateCache | None = None) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Partition -> (user key, state blob) for every scored user, partitions ascending.
+
+    ``cache`` keeps each state beside its blob, for the user's next batch.
+    """
     out: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in sorted(set(candidates.partitions))}
+    kept: list[tuple[bytes, bytes, UserState]] = []
     for key, state, partition in zip(candidates.keys, candidates.states, candidates.partitions):
-        out[partition].append((key, dump_state(state)))
+        blob = dump_state(state)
+        out[partition].append((key, blob))
+        kept.append((key, blob, state))
+    if cache is not None:
+        cache.keep(kept)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import orjson
 
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.stores import PartitionStores
 from retention_model.pipeline.timers import SilenceTimers
 from retention_model.policy.budget import BudgetLedger, Spend
@@ -25,11 +26,13 @@ class PartitionContext:
     :mod:`retention_model.policy.budget`).
     """
 
-    __slots__ = ("_ledger", "partition", "stores", "timers", "watermark")
+    __slots__ = ("_ledger", "cache", "partition", "stores", "timers", "watermark")
 
-    def __init__(self, partition: int, stores: PartitionStores) -> None:
+    def __init__(self, partition: int, stores: PartitionStores, cache: StateCache | None = None) -> None:
         self.partition = partition
         self.stores = stores
+        #: Decoded states between batches, shared by every partition of the pipeline.
+        self.cache = cache
         self.timers = SilenceTimers(stores.timers, partition)
         #: Event time (ms) below which the partition's events are late; 0 before any.
         self.watermark = 0

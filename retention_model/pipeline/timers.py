@@ -13,6 +13,7 @@ from collections.abc import Container, Mapping
 
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import HOUR_MS, UserState, load_state
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.stores import KeyValueStore
 
 __all__ = ["SilenceTimers", "collect_due", "timer_due_ms"]
@@ -116,6 +117,7 @@ def collect_due(
     *,
     ttl_ms: int | None = None,
     expired: list[bytes] | None = None,
+    cache: StateCache | None = None,
 ) -> list[tuple[bytes, UserState, int]]:
     """Users of one partition whose silence check fell due below ``watermark``: (key, state, due time).
 
@@ -123,6 +125,7 @@ def collect_due(
     round, when their new timer comes up; so is anyone already taken here. With
     ``ttl_ms``, a user silent that long at ``watermark`` is not scored but added to
     ``expired`` (the caller deletes them): :func:`timer_due_ms` filed their timer.
+    A state taken from ``cache`` and not returned is put back (it is unchanged).
     """
     out: list[tuple[bytes, UserState, int]] = []
     taken: set[bytes] = set()
@@ -131,13 +134,16 @@ def collect_due(
         for key, raw in zip(candidates, states.get_many(candidates)):
             if raw is None:
                 continue
-            state = load_state(raw)
+            state = load_state(raw) if cache is None else cache.load(key, raw)
+            assert state is not None
             if ttl_ms is not None and expired is not None and state.last_seen_ms + ttl_ms <= watermark:
                 expired.append(key)
                 taken.add(key)
                 continue
             due = next_check_ms(state)
             if due is None or due > watermark:
+                if cache is not None:
+                    cache.keep([(key, raw, state)])
                 continue  # stale entry: the user was active since, or already re-scored
             out.append((key, state, due))
             taken.add(key)

@@ -24,7 +24,8 @@ from retention_model.events import encode_event
 from retention_model.features.derive import feature_matrix
 from retention_model.features.state import DAY_MS, dump_state
 from retention_model.model.scorer import ChurnModel
-from retention_model.pipeline import MemoryStore, Record, decide_many, decode_records, fold_events
+from retention_model.pipeline import MemoryStore, PipelineConfig, Record, decide_many, decode_records, fold_events
+from retention_model.pipeline.state_cache import StateCache
 from streams.settings import BUNDLED_MODEL, Settings
 from tests.benchmarks.test_core import BATCH_SIZE, EVENTS, LIMITS, PAYLOADS, _records
 from training.simulator import SimConfig, simulate
@@ -34,10 +35,13 @@ __all__ = ["STAGES", "stage_seconds"]
 STAGES = ("decode", "fold", "features", "infer", "decide", "output")
 
 
-def stage_seconds(records: list[Record], model: ChurnModel, wall_ms: int) -> dict[str, float]:
+def stage_seconds(
+    records: list[Record], model: ChurnModel, wall_ms: int, cache_users: int = PipelineConfig.state_cache_users
+) -> dict[str, float]:
     """Seconds spent in each stage over ``records`` (the loop of ``test_core._stages``)."""
     policy = Settings.load({}).policy
     store = MemoryStore()
+    cache = StateCache(cache_users)  # as the pipeline keeps them
     spent = dict.fromkeys(STAGES, 0.0)
     clock: Callable[[], float] = time.perf_counter
     watermark = 0
@@ -47,7 +51,7 @@ def stage_seconds(records: list[Record], model: ChurnModel, wall_ms: int) -> dic
         decoded = decode_records(batch, watermark=watermark, wall_ms=wall_ms, limits=LIMITS)
         watermark = decoded.watermark
         t1 = clock()
-        folded = fold_events(decoded.events, store)
+        folded = fold_events(decoded.events, store, cache)
         keys = [key for key, _ in folded.changed]
         states = [state for _, state in folded.changed]
         now = [state.last_seen_ms for state in states]
@@ -59,7 +63,9 @@ def stage_seconds(records: list[Record], model: ChurnModel, wall_ms: int) -> dic
         user_ids = [k.decode() for k in keys]
         decide_many(user_ids, states, now, features, risks, model_version=model.version, config=policy)
         t5 = clock()
-        store.put_many([(key, dump_state(state)) for key, state in zip(keys, states)])
+        blobs = [dump_state(state) for state in states]
+        store.put_many(list(zip(keys, blobs)))
+        cache.keep(zip(keys, blobs, states))
         t6 = clock()
         for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
             spent[stage] += seconds
@@ -81,10 +87,16 @@ def main() -> None:
     parser.add_argument("--many-users", action="store_true", help="20,000 users over 4 days")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="top N functions by own time")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes; the fastest is shown")
+    parser.add_argument(
+        "--cache-users",
+        type=int,
+        default=PipelineConfig.state_cache_users,
+        help="decoded states kept between batches (0: decode every state, as before the cache)",
+    )
     args = parser.parse_args()
     records, wall_ms, label = _dataset(args.many_users)
     model = ChurnModel(BUNDLED_MODEL, device="cpu").load()
-    passes = [stage_seconds(records, model, wall_ms) for _ in range(args.repeat)]
+    passes = [stage_seconds(records, model, wall_ms, args.cache_users) for _ in range(args.repeat)]
     best = min(passes, key=lambda spent: sum(spent.values()))
     total = sum(best.values())
     print(f"{len(records):,} events ({label}), fastest of {args.repeat} passes: {len(records) / total:,.0f} events/s")

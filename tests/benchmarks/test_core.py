@@ -25,6 +25,7 @@ from retention_model.pipeline import (
     decode_records,
     fold_events,
 )
+from retention_model.pipeline.state_cache import StateCache
 from retention_model.policy.recommend import Recommender
 from streams.settings import BUNDLED_MODEL, Settings
 from training.simulator import SimConfig, simulate
@@ -69,13 +70,14 @@ def _stages(records: list[Record], model: ChurnModel, wall_ms: int) -> float:
     decode, fold, features, infer, decide, write the states (no timers, no output records)."""
     policy = Settings.load({}).policy
     store = MemoryStore()
+    cache = StateCache(PipelineConfig.state_cache_users)  # as the pipeline keeps them
     started = time.perf_counter()
     watermark = 0
     for start in range(0, len(records), BATCH_SIZE):
         batch = records[start : start + BATCH_SIZE]
         decoded = decode_records(batch, watermark=watermark, wall_ms=wall_ms, limits=LIMITS)
         watermark = decoded.watermark
-        folded = fold_events(decoded.events, store)
+        folded = fold_events(decoded.events, store, cache)
         keys = [key for key, _ in folded.changed]
         states = [state for _, state in folded.changed]
         now = [state.last_seen_ms for state in states]
@@ -83,7 +85,9 @@ def _stages(records: list[Record], model: ChurnModel, wall_ms: int) -> float:
         risks = model.score_many(features)
         user_ids = [k.decode() for k in keys]
         decide_many(user_ids, states, now, features, risks, model_version=model.version, config=policy)
-        store.put_many([(key, dump_state(state)) for key, state in zip(keys, states)])
+        blobs = [dump_state(state) for state in states]
+        store.put_many(list(zip(keys, blobs)))
+        cache.keep(zip(keys, blobs, states))
     return time.perf_counter() - started
 
 
