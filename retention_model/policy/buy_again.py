@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from statistics import median
-from typing import Final
 
 from retention_model.events import Event, EventType
+from retention_model.features.state import DAY_MS
 
 __all__ = [
     "BuyAgainConfig",
@@ -35,8 +35,6 @@ __all__ = [
     "buy_again_scores",
     "purchase_histories",
 ]
-
-DAY_MS: Final = 86_400_000
 
 
 def bought_items(event: Event) -> Iterator[str]:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from retention_model.events import Event, EventType
 from retention_model.features.sequence import SEQUENCE_COLUMNS, event_sequence
+from retention_model.features.state import DAY_MS
 
-DAY_MS = 86_400_000
 T0 = 1_735_689_600_000
 PRESENT = SEQUENCE_COLUMNS.index("present")
 AGE = SEQUENCE_COLUMNS.index("log1p_age_days")
