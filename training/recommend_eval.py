@@ -8,8 +8,9 @@ items per user; hit rate, recall and NDCG at K are averaged over users, catalogu
 coverage is the share of items bought before the cutoff that any list shows.
 
 Methods: ``shipped`` (buy-again, co-purchase, category and overall popularity, given
-the user's purchase history), ``shipped_as_served`` (what the worker can serve today
-from its state: three recent viewed or carted items and the top categories),
+the user's purchase history), ``shipped_as_served`` (what the worker serves from its
+state: buy-again over the last items bought that the bundle can name, else three recent
+viewed or carted items and the top categories),
 ``popularity`` (the same K best sellers for everyone), ``own_most_bought`` (the
 user's items by the number of orders they were in), ``own_then_popular`` (the same,
 filled up with best sellers) and ``item_knn`` (items most co-purchased with the user's
@@ -106,7 +107,9 @@ def _methods(train: list[Event], users: list[str], cutoff_ms: int, k: int) -> tu
     methods: dict[str, Method] = {
         REFERENCE: lambda user: items_of(shipped.recommend_history(histories.get(user, empty), cutoff_ms, k)),
         "shipped_as_served": lambda user: items_of(
-            shipped.recommend(states.get(user, UserState()), _top_categories(states.get(user, UserState())), k)
+            shipped.recommend(
+                states.get(user, UserState()), _top_categories(states.get(user, UserState())), k, cutoff_ms
+            )
         ),
         "popularity": lambda _user: popular,
         "own_most_bought": own,

@@ -2,11 +2,10 @@
 buy each item, and whether its usual gap has passed.
 
 For a shop of consumables a user's own repeat purchases are the strongest signal it
-has (on the Instacart sample about 60% of order lines are reorders). The worker's
-per-user state keeps only the last three viewed or carted items as hashes, so this
-needs a purchase history per user (:class:`PurchaseHistory`): offline it is built
-from the log; serving it would need the user's last few dozen purchased item ids
-with their last purchase time and count (see the README).
+has (on the Instacart sample about 60% of order lines are reorders). Offline the score
+comes from each user's whole purchase history (:class:`PurchaseHistory`, built from the
+log); the worker serves it from the summary its state keeps of the last 8 items bought
+(:mod:`retention_model.features.state.bought`, :func:`served_scores`).
 
 The score of an item the user bought is a decayed count of the orders it was in
 (recent orders weigh more: tastes drift), times a rhythm factor from the user's own
@@ -20,13 +19,21 @@ items bought once the population's usual gap. Items bought once have no rhythm.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from statistics import median
 
 from retention_model.events import Event, EventType
-from retention_model.features.state import DAY_MS
+from retention_model.features.state import DAY_MS, HOUR_MS, PURCHASES_SIGNAL, UserState
+from retention_model.features.state.bought import (
+    FIRST,
+    LAST,
+    ORDER_HALF_LIFE,
+    ORDERS,
+    bought_items,
+    decayed_weight,
+)
 
 __all__ = [
     "BuyAgainConfig",
@@ -34,18 +41,8 @@ __all__ = [
     "bought_items",
     "buy_again_scores",
     "purchase_histories",
+    "served_scores",
 ]
-
-
-def bought_items(event: Event) -> Iterator[str]:
-    """The distinct items of a purchase: its lines, and its own ``item_id`` if any."""
-    seen: set[str] = set()
-    for line in event.items or ():
-        if line.item_id not in seen:
-            seen.add(line.item_id)
-            yield line.item_id
-    if event.item_id is not None and event.item_id not in seen:
-        yield event.item_id
 
 
 @dataclass
@@ -85,7 +82,7 @@ class BuyAgainConfig:
     """
 
     #: Half-life of an order's weight, in the user's own orders (the latest weighs 1).
-    half_life_orders: float = 5.0
+    half_life_orders: float = ORDER_HALF_LIFE
     #: Past this many usual gaps, an item has likely been dropped ...
     overdue_after: float = 2.0
     #: ... and is weighed by (overdue_after x gap / elapsed) ** this.
@@ -131,16 +128,40 @@ def buy_again_scores(
     for item, times in history.bought_ms.items():
         weight = sum(math.exp(-decay * newer_than.get(ts, 0)) for ts in times)
         elapsed = max(0.0, (now_ms - times[-1]) / DAY_MS)
-        rhythm = 1.0
-        if len(times) == 1:  # no rhythm yet
-            why = f"bought {elapsed:.0f} days ago"
-        else:
-            gap = median((b - a) / DAY_MS for a, b in pairwise(times))
-            why = f"bought every {gap:.0f} days, last {elapsed:.0f} days ago"
-            gap = max(gap, config.min_gap_days)
-            if elapsed < gap and config.early_power:
-                rhythm = max(config.early_floor, (elapsed / gap) ** config.early_power)
-            elif elapsed > config.overdue_after * gap:
-                rhythm = (config.overdue_after * gap / elapsed) ** config.overdue_power
-        out[item] = (weight * rhythm, why)
+        gap = median((b - a) / DAY_MS for a, b in pairwise(times)) if len(times) > 1 else None
+        out[item] = _with_rhythm(weight, gap, elapsed, config)
+    return out
+
+
+def _with_rhythm(weight: float, gap: float | None, elapsed: float, config: BuyAgainConfig) -> tuple[float, str]:
+    """An item's score and reason from its order-decayed weight, usual gap (days; None when
+    bought once: no rhythm yet) and the days since it was last bought."""
+    if gap is None:
+        return weight, f"bought {elapsed:.0f} days ago"
+    why = f"bought every {gap:.0f} days, last {elapsed:.0f} days ago"
+    gap = max(gap, config.min_gap_days)
+    rhythm = 1.0
+    if elapsed < gap and config.early_power:
+        rhythm = max(config.early_floor, (elapsed / gap) ** config.early_power)
+    elif elapsed > config.overdue_after * gap:
+        rhythm = (config.overdue_after * gap / elapsed) ** config.overdue_power
+    return weight * rhythm, why
+
+
+def served_scores(
+    state: UserState, names: Mapping[int, str], now_ms: int, config: BuyAgainConfig = BuyAgainConfig()
+) -> dict[str, tuple[float, str]]:
+    """:func:`buy_again_scores` from what the worker's state keeps (:mod:`~retention_model.features.state.bought`):
+    the items it can name, their usual gap taken as the mean (last - first) / (orders - 1),
+    their weights decayed by the state's half-life (:data:`ORDER_HALF_LIFE`, the config's default)."""
+    orders = int(state.totals[PURCHASES_SIGNAL])
+    out: dict[str, tuple[float, str]] = {}
+    for item, entry in state.bought.items():
+        name = names.get(item)
+        if name is None:
+            continue
+        first, last, in_orders = entry[FIRST] * HOUR_MS, entry[LAST] * HOUR_MS, int(entry[ORDERS])
+        weight = decayed_weight(entry, orders)
+        gap = (last - first) / DAY_MS / (in_orders - 1) if in_orders > 1 else None
+        out[name] = _with_rhythm(weight, gap, max(0.0, (now_ms - last) / DAY_MS), config)
     return out

@@ -300,7 +300,9 @@ def decide(
                 expected, ev_text = _coupon_expected_value(risk, features, uplift, config)
         else:
             categories = list(profile.get("top_categories", []))
-            payload = (recommender or Recommender()).recommend(state, categories, config.recommendation_max_items)
+            payload = (recommender or Recommender()).recommend(
+                state, categories, config.recommendation_max_items, now_ms
+            )
             last, cooldown = (state.last_reco_ms, state.last_reco_wall_ms), config.recommendation_cooldown_days
         intervention = Intervention(
             intervention_id=_intervention_id(user_id, kind, state.offset, now_ms),

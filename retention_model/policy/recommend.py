@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from retention_model.events import Event, EventType
-from retention_model.features.state import UserState, item_hash
+from retention_model.features.state import PURCHASES_SIGNAL, UserState, item_hash
+from retention_model.features.state.bought import orders_weight
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
     PurchaseHistory,
     bought_items,
     buy_again_scores,
+    served_scores,
 )
 
 __all__ = ["Blend", "Recommender", "learn_recommendations"]
@@ -156,11 +158,22 @@ class Recommender:
         by_hash = {item_hash(item): item for item in known}
         return cls(also, popular, category_of, by_hash, overall, blend, buy_again)
 
-    def recommend(self, state: UserState, top_categories: list[str], max_items: int) -> dict[str, Any]:
+    def recommend(
+        self, state: UserState, top_categories: list[str], max_items: int, now_ms: int | None = None
+    ) -> dict[str, Any]:
         """Payload for the recommendation topic: ranked items with why, and categories.
 
-        The returned dict may be shared between calls: do not modify it.
+        With ``now_ms`` and items bought that the bundle can name, buy-again first, blended
+        as :meth:`recommend_history` does (from the state's summary of the purchases, see
+        :func:`~retention_model.policy.buy_again.served_scores`); otherwise co-purchase
+        neighbours of recently viewed or carted items and popularity. The returned dict may
+        be shared between calls: do not modify it.
         """
+        if now_ms is not None and state.bought:
+            again = served_scores(state, self.item_by_hash, now_ms, self.buy_again)
+            if again:
+                orders = orders_weight(int(state.totals[PURCHASES_SIGNAL]))
+                return self._blend(again, orders, max_items, top_categories)
         recent = [
             self.item_by_hash[h]
             for h, _ in sorted(state.recent_items.items(), key=lambda kv: -kv[1])
@@ -202,10 +215,20 @@ class Recommender:
 
         ``top_categories`` defaults to the categories of the user's own purchases.
         """
-        blend = self.blend
         again = buy_again_scores(history, now_ms, self.buy_again)
         decay = math.log(2) / self.buy_again.half_life_orders
         orders = sum(math.exp(-decay * k) for k in range(len(history.orders_ms))) or 1.0
+        return self._blend(again, orders, max_items, top_categories)
+
+    def _blend(
+        self,
+        again: dict[str, tuple[float, str]],
+        orders: float,
+        max_items: int,
+        top_categories: list[str] | None,
+    ) -> dict[str, Any]:
+        """Buy-again scores (``orders``: their scale) blended with co-purchase, category and overall popularity."""
+        blend = self.blend
         scores: dict[str, float] = {}
         parts: dict[str, dict[str, float]] = defaultdict(dict)
 

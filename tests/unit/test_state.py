@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention_model.events import Event, EventType
+from retention_model.events import Event, EventType, OrderLine
 from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
 from retention_model.features.derive import feature_dict
 from retention_model.features.state import (
@@ -109,7 +109,7 @@ def test_serialisation_round_trips_within_one_kib(events: list[Event]) -> None:
     state = replay(events)
     blob = dump_state(state)
     assert load_state(blob) == state
-    assert len(blob) <= 1024
+    assert len(blob) <= 1280
 
 
 def test_state_of_a_busy_user_stays_under_one_kib() -> None:
@@ -124,10 +124,14 @@ def test_state_of_a_busy_user_stays_under_one_kib() -> None:
     state.interventions_sent, state.last_risk, state.offset = 70_000, 0.73, 2**40
     state.last_coupon_wall_ms = state.last_reco_wall_ms = T0 + 400 * DAY_MS  # whole seconds, as the policy keeps them
     for i in range(10):  # purchases with order ids fill the order window too
-        apply_event(state, Event(f"o{i}", "u1", EventType.PURCHASE, T0, price=1.0, order_id=f"order-{i:030d}"))
-    assert len(state.recent_event_ids) == 8 and len(state.recent_order_ids) == 4
+        lines = [OrderLine(f"sku-{i}-{j:040d}") for j in range(3)]
+        apply_event(
+            state, Event(f"o{i}", "u1", EventType.PURCHASE, T0, price=1.0, order_id=f"order-{i:030d}", items=lines)
+        )
+    assert len(state.recent_event_ids) == 8 and len(state.recent_order_ids) == 4 and len(state.bought) == 8
     blob = dump_state(state)
-    assert len(blob) <= 1024
+    assert load_state(blob) == state
+    assert len(blob) <= 1280
     assert len(state.categories) == 8
     assert len(state.recent_items) == 3
     assert load_state(blob) == state
@@ -191,8 +195,8 @@ def test_version_one_state_loads() -> None:
     assert state.totals[SPEND] == 90.0
     assert state.categories.keys() == {"books"}
     assert not state.opted_out and not state.recent_items and state.cap_count == 0  # v2 fields start empty
-    assert load_state(dump_state(state)) == state  # rewritten as v3, nothing lost
-    assert dump_state(state)[0] == 3
+    assert load_state(dump_state(state)) == state  # rewritten as v4, nothing lost
+    assert dump_state(state)[0] == 4
 
 
 def test_unknown_state_version_is_refused() -> None:
@@ -270,7 +274,39 @@ def test_version_two_state_loads() -> None:
     assert state.recent_items == {item_hash("sku-1"): (T0 + 3_600_000) // 3_600_000}
     assert state.recent_event_ids == [] and state.last_coupon_wall_ms == 0  # v3 fields start empty
     assert load_state(dump_state(state)) == state
-    assert dump_state(state)[0] == 3
+    assert dump_state(state)[0] == 4
+
+
+# Written by state format version 3 (a view of sku-1, an order of sku-1 and sku-2 with id o-1,
+# a week later one of sku-1 with id o-2, a coupon sent a day in), frozen here.
+V3_BLOB = bytes.fromhex(
+    "030300000000000000007c291f94010000007c291f940100000000364394010000806a601f9401000000003643940100"
+    "00000000000000000000000000000000000000000000000000000000000000040000000000000000000000f0bf000000"
+    "000100000000000000000000000000000002000000000000000000000000000000000000000000000000000000008056"
+    "400000000000000040000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000f03f000000000000f03f000000000000f03f000000000000f03f000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000ac823e0bf0206040567bab9d770808"
+    "4028465aa37e69014060c0962e1972004057230e0e2c29b940162d8bc24a85614018c40b1138b45840fc4e0dc3123257"
+    "40ac823e0bf0206040567bab9d7708084028465aa37e69014060c0962e19720040000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000002806a601f00003643940194010105"
+    "626f6f6b7328465aa37e69234000794e0101cda98029402774e6585b070000d775670000000003278d8d089ddc84910b"
+    "ec83e602da0f3ecd605e3754"
+)
+
+
+def test_version_three_state_loads() -> None:
+    state = load_state(V3_BLOB)
+    assert state.totals[PURCHASES] == 2 and state.totals[SPEND] == 90.0
+    assert state.recent_purchases_ms == [T0 + 3_600_000, T0 + 7 * DAY_MS]
+    assert len(state.recent_event_ids) == 3 and len(state.recent_order_ids) == 2
+    assert state.last_coupon_wall_ms == T0 + DAY_MS and state.cap_count == 1
+    assert state.bought == {}  # v4's items bought start empty: served from the next purchase on
+    assert load_state(dump_state(state)) == state
+    assert dump_state(state)[0] == 4
 
 
 def test_reanchoring_keeps_values_over_years() -> None:

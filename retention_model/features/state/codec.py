@@ -1,4 +1,4 @@
-"""A user's state as bytes and back: versioned, within 1 KiB, read by every older version."""
+"""A user's state as bytes and back: versioned, within 1.25 KiB, read by every older version."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ _POLICY_TAIL: Final = struct.Struct("<BHBB")
 # cap window day and count, then the de-duplication windows (counts and 32-bit hashes).
 _WALL_TAIL: Final = struct.Struct("<II")
 _WEIGHT: Final = struct.Struct("<d")
+# Version 4: items bought (see .bought): hash, first and last hour, orders (capped at
+# 65,535), weight, the order number it is as of.
+_BOUGHT: Final = struct.Struct("<QIIHdI")
 
 
 # Header fields after the version byte, in wire order (load_state unpacks them in this order too).
@@ -56,7 +59,8 @@ def dump_state(state: UserState) -> bytes:
     Version 2 appended the policy tail (opt-out, last redemption, recent send
     times, recent items) to the version 1 layout; version 3 packs count totals
     and purchase times tighter and appends the processing-time sends and the
-    de-duplication windows.
+    de-duplication windows; version 4 appends the items bought (up to 8, 30 bytes each,
+    for "buy again"), which took the busiest state past 1 KiB.
     """
     recent = state.recent_purchases_ms
     categories = state.categories
@@ -78,13 +82,17 @@ def dump_state(state: UserState) -> bytes:
         tail += item_and_hour
     ids, orders = state.recent_event_ids, state.recent_order_ids
     tail += (state.last_coupon_wall_ms // 1000, state.last_reco_wall_ms // 1000, len(ids), *ids, len(orders), *orders)
+    bought = state.bought
+    tail.append(len(bought))
+    for item, (first, last, in_orders, weight, at) in bought.items():
+        tail += (item, first, last, min(in_orders, 0xFFFF), weight, at)
     n = len(recent)
     return b"".join(
         (
             _HEADER.pack(STATE_VERSION, *_header_values(state)),
             _COUNTS_AND_FLOATS.pack(*map(int, _count_totals(totals)), *_sum_totals(totals), *state.decayed),
             struct.pack(
-                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}I",
+                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}IB{'QIIHdI' * len(bought)}",
                 *tail,
             ),
         )
@@ -170,8 +178,17 @@ def load_state(blob: bytes) -> UserState:
         pos += 1 + 4 * n_ids
         n_orders = blob[pos]
         state.recent_order_ids = list(struct.unpack_from(f"<{n_orders}I", blob, pos + 1))
+        pos += 1 + 4 * n_orders
     else:
         state.last_coupon_wall_ms = state.last_reco_wall_ms = 0
         state.recent_event_ids = []
         state.recent_order_ids = []
+    state.bought = {}
+    if version >= 4:
+        n_bought = blob[pos]
+        pos += 1
+        for _ in range(n_bought):
+            item, *entry = _BOUGHT.unpack_from(blob, pos)
+            state.bought[item] = entry
+            pos += _BOUGHT.size
     return state

@@ -18,7 +18,6 @@ them counts once.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from bisect import insort
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Final, Literal
 
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import HALF_LIVES_DAYS, SIGNALS
+from retention_model.features.state.bought import add_bought, bought_items, item_hash
 
 __all__ = [
     "APPLIED",
@@ -39,6 +39,7 @@ __all__ = [
     "MAX_CATEGORY_BYTES",
     "N_HALF_LIVES",
     "N_SIGNALS",
+    "PURCHASES_SIGNAL",
     "REANCHOR_AFTER_MS",
     "RECENT_EVENT_IDS_KEPT",
     "RECENT_ITEMS_KEPT",
@@ -56,7 +57,7 @@ __all__ = [
 
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
-STATE_VERSION: Final = 3
+STATE_VERSION: Final = 4
 
 #: What :func:`apply_event` did with an event; the values are the
 #: ``retention_events_total`` outcome labels.
@@ -93,6 +94,8 @@ _PREFERENCE_TYPES: Final = (EventType.OPT_OUT, EventType.OPT_IN)
 _OPT_OUT: Final = EventType.OPT_OUT
 _PURCHASE: Final = EventType.PURCHASE
 _COUPON_REDEEM: Final = EventType.COUPON_REDEEM
+#: The purchase-count signal: a purchase's order number (after the fold has counted it).
+PURCHASES_SIGNAL: Final = next(i for i, s in enumerate(SIGNALS) if (s.on, s.how) == ("purchases", "count"))
 _CATEGORY_WEIGHT: Final = {
     EventType.VIEW: 1.0,
     EventType.ADD_TO_CART: 2.0,
@@ -109,6 +112,7 @@ class UserState:
 
     __slots__ = (
         "anchor_ms",
+        "bought",
         "cap_count",
         "cap_window_day",
         "categories",
@@ -168,6 +172,8 @@ class UserState:
         #: 32-bit hashes of the last event ids and purchase order ids, oldest first.
         self.recent_event_ids: list[int] = []
         self.recent_order_ids: list[int] = []
+        # State version 4: item hash -> [first hour, last hour, orders, weight, at order] (see .bought).
+        self.bought: dict[int, list[float]] = {}
 
     def copy(self) -> UserState:
         """An independent copy (containers copied too): a snapshot that later events do not touch."""
@@ -175,6 +181,7 @@ class UserState:
         for name in self.__slots__:
             value = getattr(self, name)
             setattr(twin, name, value.copy() if isinstance(value, list | dict) else value)
+        twin.bought = {item: entry.copy() for item, entry in self.bought.items()}
         return twin
 
     @property
@@ -306,6 +313,9 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> Ap
         insort(recent, ts)
         if len(recent) > RECENT_PURCHASES_KEPT:
             del recent[0]
+        hashes = [item_hash(item) for item in bought_items(event)]
+        if hashes:
+            add_bought(state.bought, hashes, ts // HOUR_MS, int(state.totals[PURCHASES_SIGNAL]))
 
     elif kind is _COUPON_REDEEM:
         if state.last_coupon_ms and ts >= state.last_coupon_ms:
@@ -340,15 +350,6 @@ def _seen_before(state: UserState, event: Event, kind: EventType) -> bool:
     if len(ids) > RECENT_EVENT_IDS_KEPT:
         del ids[0]
     return False
-
-
-@lru_cache(maxsize=1 << 16)
-def item_hash(item_id: str) -> int:
-    """Stable 64-bit hash of an item id (the same in every process).
-
-    Cached: a catalogue's popular items recur, and a hit costs a tenth of the hash.
-    """
-    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
 
 
 _SEEN_THEN_ITEM: Final = itemgetter(1, 0)

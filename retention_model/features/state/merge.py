@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from retention_model.features.state.bought import (
+    BOUGHT_ITEMS_KEPT,
+    FIRST,
+    LAST,
+    ORDER_HALF_LIFE,
+    ORDERS,
+    WEIGHT,
+    decayed_weight,
+)
 from retention_model.features.state.core import (
     DAY_MS,
+    PURCHASES_SIGNAL,
     REANCHOR_AFTER_MS,
     RECENT_EVENT_IDS_KEPT,
     RECENT_ORDER_IDS_KEPT,
@@ -67,6 +77,8 @@ def merge_states(a: UserState, b: UserState) -> UserState:
     first, second = (left, right) if left.last_seen_ms <= right.last_seen_ms else (right, left)
     out.recent_event_ids = _newest_distinct(first.recent_event_ids + second.recent_event_ids, RECENT_EVENT_IDS_KEPT)
     out.recent_order_ids = _newest_distinct(first.recent_order_ids + second.recent_order_ids, RECENT_ORDER_IDS_KEPT)
+    # Before the totals are summed into ``out`` (which is ``left``): each part's own order count.
+    out.bought = merge_bought(first, second, int(left.totals[PURCHASES_SIGNAL] + right.totals[PURCHASES_SIGNAL]))
     out.totals = [x + y for x, y in zip(left.totals, right.totals)]
     out.decayed = [x + y for x, y in zip(left.decayed, right.decayed)]
     out.recent_purchases_ms = sorted(left.recent_purchases_ms + right.recent_purchases_ms)[-RECENT_PURCHASES_KEPT:]
@@ -78,3 +90,25 @@ def merge_states(a: UserState, b: UserState) -> UserState:
     if out.last_seen_ms - out.anchor_ms > REANCHOR_AFTER_MS:
         _reanchor(out, out.last_seen_ms - out.last_seen_ms % DAY_MS)
     return out
+
+
+def merge_bought(first: UserState, second: UserState, orders: int) -> dict[int, list[float]]:
+    """Items bought in both parts, as of the merged ``orders``; ``second`` (the later part)
+    counts as ordered after ``first``: approximate where the parts interleave in time."""
+    n_first, n_second = (int(part.totals[PURCHASES_SIGNAL]) for part in (first, second))
+    later = 2.0 ** (-n_second / ORDER_HALF_LIFE)
+    merged = {
+        item: [entry[FIRST], entry[LAST], entry[ORDERS], decayed_weight(entry, n_first) * later, orders]
+        for item, entry in first.bought.items()
+    }
+    for item, entry in second.bought.items():
+        weight = decayed_weight(entry, n_second)
+        found = merged.get(item)
+        if found is None:
+            merged[item] = [entry[FIRST], entry[LAST], entry[ORDERS], weight, orders]
+        else:
+            found[FIRST], found[LAST] = min(found[FIRST], entry[FIRST]), max(found[LAST], entry[LAST])
+            found[ORDERS] += entry[ORDERS]
+            found[WEIGHT] += weight
+    kept = sorted(merged, key=lambda h: (-merged[h][WEIGHT], -merged[h][LAST], h))[:BOUGHT_ITEMS_KEPT]
+    return {item: merged[item] for item in kept}
