@@ -105,7 +105,11 @@ def _methods(train: list[Event], users: list[str], cutoff_ms: int, k: int) -> tu
         return [entry["item_id"] for entry in payload["items"]]
 
     methods: dict[str, Method] = {
-        REFERENCE: lambda user: items_of(shipped.recommend_history(histories.get(user, empty), cutoff_ms, k)),
+        REFERENCE: lambda user: items_of(
+            shipped.recommend_history(histories.get(user, empty), cutoff_ms, k, _top_categories(states[user]) or None)
+            if user in states
+            else shipped.recommend_history(empty, cutoff_ms, k)
+        ),
         "shipped_as_served": lambda user: items_of(
             shipped.recommend(
                 states.get(user, UserState()), _top_categories(states.get(user, UserState())), k, cutoff_ms
