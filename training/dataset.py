@@ -70,6 +70,9 @@ class TrainConfig:
     origin_spacing_days: int = 28
     #: The most recent labelled cutoffs the model is calibrated (and early-stopped) on.
     calibration_cutoffs: int = 1
+    #: Fit rows per rolling origin at most (a seeded sample, stratified by cutoff and churn;
+    #: None: all): the candidates' comparison, not the shipped model, which sees every row.
+    selection_max_rows: int | None = 60_000
     #: The test cutoff D in epoch ms; None: the last one the log labels in full.
     cutoff_ms: int | None = None
     epochs: int = 40
@@ -79,16 +82,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("horizon_days", "cutoff_step_days", "origins", "origin_spacing_days", "calibration_cutoffs")
-        for name in (*positive, "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                msg = f"TrainConfig {name} must be at least 1; got {getattr(self, name)}"
+        optional = ("max_silence_days", "selection_max_rows")  # None: no limit
+        floors = {**dict.fromkeys((*positive, "epochs", "batch_size", *optional), 1), "min_history_days": 0}
+        for name, low in floors.items():
+            value = getattr(self, name)
+            if (value is None and name not in optional) or (value is not None and value < low):
+                msg = f"TrainConfig {name} must be at least {low}{' or None' * (name in optional)}; got {value}"
                 raise SettingsError(msg)
-        if self.min_history_days < 0 or (self.max_silence_days is not None and self.max_silence_days < 1):
-            msg = (
-                f"min_history_days must be >= 0 and max_silence_days >= 1 or None; got "
-                f"{self.min_history_days} and {self.max_silence_days}"
-            )
-            raise SettingsError(msg)
 
 
 def day(ms: int) -> str:

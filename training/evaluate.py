@@ -12,12 +12,17 @@ table and permutation feature importance. Writes ``evaluation.json``,
 
 Everything that can refuse (a bundle for other features, a cutoff the log cannot
 label, the bundle's own training period) is checked before TensorFlow loads.
+
+The log is read as training reads it (:class:`~training.replay.EventLog`, in chunks):
+one pass for its summary, which the plan needs, and one for the rows; a log larger
+than memory evaluates.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from retention_model.model.scorer import ChurnModel
 from training.baselines import bgnbd_churn, rfm_logistic_regression_churn
 from training.dataset import Dataset, TrainConfig, build_dataset, day
 from training.metrics import classification_metrics, paired_differences
+from training.replay import EventSource, LogSummary, summarise
 
 __all__ = [
     "EvaluationPlan",
@@ -101,10 +107,12 @@ class EvaluationPlan:
     #: Earlier cutoffs, labels closed by ``cutoff``: the reference regression's rows.
     prior: tuple[int, ...]
     warnings: list[str] = field(default_factory=list)
+    #: The log's summary (times, counts, late users), so the rows need one more pass only.
+    summary: LogSummary | None = None
 
 
 def plan_evaluation(
-    events: list[Event],
+    events: EventSource | LogSummary,
     model_path: str | Path,
     *,
     cutoff_ms: int | None = None,
@@ -112,7 +120,10 @@ def plan_evaluation(
     max_silence_days: int | str | None = "bundle",
     config: TrainConfig | None = None,
 ) -> EvaluationPlan:
-    """Check the bundle and the cutoff; pick the horizon (the bundle's by default) and the reference rows."""
+    """Check the bundle and the cutoff; pick the horizon (the bundle's by default) and the reference rows.
+
+    ``events``: a log read in chunks, events in memory, or a log's summary (what the plan reads).
+    """
     meta = read_bundle_meta(model_path)
     check_feature_spec(meta)
     trained = meta.training_data
@@ -129,9 +140,10 @@ def plan_evaluation(
     )
     base = config or TrainConfig()
     config = replace(base, horizon_days=int(horizon), max_silence_days=silence)  # type: ignore[arg-type]
-    if not events:
+    summary = events if isinstance(events, LogSummary) else summarise(events)
+    if not summary.events:
         raise TrainingDataError("the event log has no events")
-    first_ms, last_ms = min(e.ts_ms for e in events), max(e.ts_ms for e in events)
+    first_ms, last_ms = summary.first_ms, summary.last_ms
     h = config.horizon_days * DAY_MS
     cutoff = cutoff_ms if cutoff_ms is not None else (last_ms - h) - (last_ms - h) % DAY_MS
     if cutoff + h > last_ms:
@@ -152,8 +164,8 @@ def plan_evaluation(
         raise TrainingDataError(msg)
     through = trained.get("cutoff_ms")
     same_log = (
-        trained.get("events") == len(events)
-        and trained.get("users") == len({e.user_id for e in events})
+        trained.get("events") == summary.events
+        and trained.get("users") == summary.users
         and str(trained.get("first_event", "")).startswith(day(first_ms - first_ms % DAY_MS))
     )
     if same_log and through is not None and cutoff < int(through):
@@ -163,17 +175,20 @@ def plan_evaluation(
             "or train with --cutoff at the evaluation cutoff"
         )
         raise TrainingDataError(msg)
-    return EvaluationPlan(meta, config, cutoff, prior, warnings)
+    return EvaluationPlan(meta, config, cutoff, prior, warnings, summary)
 
 
 def evaluate_model(
-    events: list[Event], plan: EvaluationPlan, *, seed: int = 42
+    events: EventSource | Iterable[Event], plan: EvaluationPlan, *, seed: int = 42
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], Dataset]:
-    """The bundle, the RFM logistic regression and BG/NBD on the same rows, with paired intervals."""
+    """The bundle, the RFM logistic regression and BG/NBD on the same rows, with paired intervals.
+
+    ``events``: an :class:`~training.replay.EventLog` (read once more, in chunks) or events in memory.
+    """
     config, cutoff = plan.config, plan.cutoff
     for warning in plan.warnings:
         log.warning("%s", warning)
-    data = build_dataset(events, [*plan.prior, cutoff], config)
+    data = build_dataset(events, [*plan.prior, cutoff], config, summary=plan.summary)
     test, prior = data.at((cutoff,)), data.at(plan.prior)
     if len(test.keys) == 0 or test.churn.min() == test.churn.max() or prior.churn.min() == prior.churn.max():
         msg = (

@@ -6,6 +6,12 @@ scored on the users at the origin. The candidate with the lowest mean log loss
 over the origins is shipped; every candidate's figures go into ``bundle.json``,
 with the paired difference from the RFM logistic regression on the pooled origin
 rows, so a reader sees whether the shipped model earns its place.
+
+On a large log an origin's candidates are fitted on a sample of its fit rows
+(``TrainConfig.selection_max_rows``, seeded, each cutoff and class keeping its
+share): the comparison ranks candidates, and the shipped model, fitted on every
+row, does not need it to see them all. The report says how many rows each
+origin had and used.
 """
 
 from __future__ import annotations
@@ -30,12 +36,36 @@ from training.candidates import (
 from training.dataset import CutoffPlan, Dataset, TrainConfig, day
 from training.metrics import classification_metrics, paired_differences
 
-__all__ = ["REFERENCE", "compare_candidates"]
+__all__ = ["REFERENCE", "compare_candidates", "stratified_sample"]
 
 log = logging.getLogger(__name__)
 
 #: The candidate every other is measured against.
 REFERENCE = "rfm_logistic_regression"
+
+
+def stratified_sample(data: Dataset, size: int, seed: int) -> Dataset:
+    """About ``size`` rows of ``data`` drawn without replacement, each (cutoff, churn) keeping its share.
+
+    Examples:
+        >>> import numpy as np
+        >>> rows = Dataset([("u", i % 4) for i in range(100)], np.zeros((100, 1)), np.arange(100) % 2.0,
+        ...                *(np.zeros(100),) * 4)
+        >>> part = stratified_sample(rows, 20, seed=1)
+        >>> len(part.keys), float(part.churn.mean()), np.bincount(part.cutoffs).tolist()
+        (20, 0.5, [5, 5, 5, 5])
+    """
+    if len(data.keys) <= size:
+        return data
+    strata = data.cutoffs * 2 + data.churn.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        chosen.append(rng.choice(rows, size=round(len(rows) * size / len(strata)), replace=False))
+    mask = np.zeros(len(strata), dtype=bool)
+    mask[np.concatenate(chosen)] = True
+    return data.take(mask)
 
 
 def _one_class(*sets: Dataset) -> bool:
@@ -67,12 +97,17 @@ def compare_candidates(
     per_origin: list[dict[str, Any]] = []
     pooled: dict[str, list[np.ndarray]] = {spec.name: [] for spec in candidates}
     pooled_labels: list[np.ndarray] = []
+    cap = config.selection_max_rows
     for origin in plan.origins:
-        sets = (data.at(origin.fit), data.at(origin.calibration), data.at((origin.at,)))
+        available = data.at(origin.fit)
+        fit = available if cap is None else stratified_sample(available, cap, config.seed)
+        sets = (fit, data.at(origin.calibration), data.at((origin.at,)))
         entry: dict[str, Any] = {
             "at": day(origin.at),
             "rows": {k: len(s.keys) for k, s in zip(("fit", "calibration", "scored"), sets, strict=True)},
         }
+        if len(fit.keys) < len(available.keys):
+            entry["rows"]["fit_available"] = len(available.keys)
         if _one_class(*sets):
             entry["skipped"] = "a set has rows of one class only"
             per_origin.append(entry)
@@ -112,6 +147,9 @@ def compare_candidates(
         "mean": means,
         "chosen": chosen,
         "criterion": "mean log loss over the rolling origins",
+        "fit_rows_per_origin": f"at most {cap:,}, a sample stratified by cutoff and churn (seed {config.seed})"
+        if cap is not None
+        else "all",
     }
     if REFERENCE in pooled:
         labels = np.concatenate(pooled_labels)

@@ -6,13 +6,12 @@ import argparse
 import logging
 import os
 import sys
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from retention_model.events import Event
 
 __all__ = [
     "add_broker_wait",
@@ -20,7 +19,7 @@ __all__ = [
     "add_skip_invalid",
     "load_settings",
     "print_report",
-    "read_log",
+    "report_skipped",
     "setup_logging",
     "silence_days",
 ]
@@ -79,18 +78,11 @@ def silence_days(text: str) -> int | None:
     return days
 
 
-def read_log(args: argparse.Namespace) -> tuple[list[Event], dict[str, int]]:
-    """The event log of ``--events``; with ``--skip-invalid``, bad rows counted by reason instead of fatal."""
-    from collections import Counter
-
-    from training.eventlog import read_event_log
-
-    skipped: Counter[str] = Counter()
-    events = read_event_log(args.events, skip_invalid=args.skip_invalid, skipped=skipped)
+def report_skipped(path: str, skipped: Mapping[str, int]) -> None:
+    """One stderr line for the rows ``--skip-invalid`` left out of a log, by reason (nothing when none)."""
     if skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-        print(f"skipped {sum(skipped.values())} invalid rows of {args.events} ({reasons})", file=sys.stderr)
-    return events, dict(skipped)
+        reasons = ", ".join(f"{n} {reason}" for reason, n in Counter(skipped).most_common())
+        print(f"skipped {sum(skipped.values())} invalid rows of {path} ({reasons})", file=sys.stderr)
 
 
 def print_report(report: dict[str, Any], json_path: str | None) -> None:

@@ -15,7 +15,7 @@ from streams.commands.common import (
     add_fit_flags,
     add_skip_invalid,
     print_report,
-    read_log,
+    report_skipped,
     setup_logging,
     silence_days,
 )
@@ -63,10 +63,14 @@ def cmd_evaluate_model(args: argparse.Namespace) -> int:
         return 2
     setup_logging("info")
     from training.evaluate import evaluate_model, plan_evaluation, write_evaluation_report, write_scores
+    from training.replay import EventLog, summarise
 
-    events, _ = read_log(args)
+    # Read in chunks, never whole, as training reads it: one pass here (times, counts, bad rows), one for the rows.
+    events = EventLog(args.events, skip_invalid=args.skip_invalid)
+    summary = summarise(events)
+    report_skipped(args.events, events.skipped)
     plan = plan_evaluation(
-        events, args.model, cutoff_ms=cutoff, horizon_days=args.horizon_days, max_silence_days=args.max_silence_days
+        summary, args.model, cutoff_ms=cutoff, horizon_days=args.horizon_days, max_silence_days=args.max_silence_days
     )  # every refusal comes here, before TensorFlow loads
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)

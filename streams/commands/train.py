@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from streams.commands.common import add_fit_flags, add_skip_invalid, setup_logging, silence_days
+from streams.commands.common import add_fit_flags, add_skip_invalid, report_skipped, setup_logging, silence_days
 
 __all__ = ["register"]
 
@@ -24,9 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Read in chunks, never whole: one pass here (times, counts, bad rows), then one in train.
     log = EventLog(args.events, skip_invalid=args.skip_invalid)
     summary = summarise(log)
-    if log.skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in log.skipped.most_common())
-        print(f"skipped {sum(log.skipped.values())} invalid rows of {args.events} ({reasons})", file=sys.stderr)
+    report_skipped(args.events, log.skipped)
     config = TrainConfig(
         horizon_days=args.horizon_days,
         seed=args.seed,

@@ -126,3 +126,33 @@ def test_rolling_origins_ship_the_rfm_regression_on_a_purchase_only_log(tmp_path
     x = normalise(rows, np.asarray(loaded.mean), np.asarray(loaded.std)).astype(np.float64)
     raw = 1 / (1 + np.exp(-(x[:, RFM_COLUMNS] @ weights[0][:, 0] + weights[1][0])))
     np.testing.assert_allclose(model.score_many(rows), apply_calibration(raw, meta["calibration"]), atol=1e-5)
+
+
+def test_origins_compare_candidates_on_a_stratified_sample_of_a_large_history() -> None:
+    """Issue 20 at scale: an origin's candidates see at most ``selection_max_rows`` fit rows, each share kept."""
+    from training.selection import compare_candidates, stratified_sample
+
+    events = purchase_only_log(400, 300, seed=2)
+    linear = tuple(spec for spec in CANDIDATES if spec.kind == "linear")
+    config = TrainConfig(horizon_days=30, origins=2, max_silence_days=None, selection_max_rows=1500)
+    plan = plan_cutoffs(min(e.ts_ms for e in events), max(e.ts_ms for e in events), config)
+    data = build_dataset(events, plan.all_cutoffs, config)
+    capped = compare_candidates(data, plan, config, linear)
+    whole = compare_candidates(data, plan, TrainConfig(**{**config.__dict__, "selection_max_rows": None}), linear)
+    assert "1,500" in capped["fit_rows_per_origin"] and whole["fit_rows_per_origin"] == "all"
+    for origin, full in zip(capped["origins"], whole["origins"], strict=True):
+        available = len(data.at(next(o.fit for o in plan.origins if o.at == parse_cutoff(origin["at"]))).keys)
+        assert full["rows"]["fit"] == available and "fit_available" not in full["rows"]
+        if available > 1500:
+            assert origin["rows"]["fit_available"] == available
+            assert abs(origin["rows"]["fit"] - 1500) <= 2 * len(plan.all_cutoffs)  # rounding per stratum
+        assert origin["rows"]["scored"] == full["rows"]["scored"]  # every row at the origin is judged
+    assert any("fit_available" in o["rows"] for o in capped["origins"])
+
+    fit = data.at(plan.origins[0].fit)
+    sample = stratified_sample(fit, 1500, seed=42)
+    assert sample.keys == stratified_sample(fit, 1500, seed=42).keys != stratified_sample(fit, 1500, seed=7).keys
+    for cutoff in plan.origins[0].fit:  # each cutoff and class keeps its share, to a row
+        for churned in (0.0, 1.0):
+            share = ((fit.cutoffs == cutoff) & (fit.churn == churned)).sum() * 1500 / len(fit.keys)
+            assert abs(((sample.cutoffs == cutoff) & (sample.churn == churned)).sum() - share) <= 0.5
