@@ -52,4 +52,3 @@ def test_table_lists_every_setting() -> None:
     table = settings_table()
     for name in Settings.__dataclass_fields__:
         assert f"RETENTION_{name.upper()}" in table
-
