@@ -80,6 +80,11 @@ class Settings:
         "retention.erasures",
         "Topic of erasure confirmations: one per `retention forget` request (user, request id, time, what was removed)",
     )
+    outcomes_topic: str = _setting(
+        "retention.outcomes",
+        "Topic of resolved outcomes: a sample of scores, each with whether the user purchased within the model's"
+        " horizon (see RETENTION_OUTCOME_SAMPLE)",
+    )
     erasure_requests_topic: str = _setting(
         "retention.erasure-requests",
         "Topic a privacy system writes erasure requests to: the worker forwards each to the events topic (empty: none)",
@@ -106,6 +111,20 @@ class Settings:
         " event-triggered scores (0: off)",
         lo=0,
         hi=10_000_000,
+    )
+    outcome_sample: int = _setting(
+        10_000,
+        "Scores waiting for their outcome, at most, per partition: each user's first score while they have none"
+        " waiting; a score offered when full is skipped (0: no outcomes, no live quality)",
+        lo=0,
+        hi=10_000_000,
+    )
+    quality_window_days: float = _setting(
+        30.0,
+        "Live model quality (ROC-AUC, Brier, calibration, top-tier lift) is computed over the outcomes resolved in"
+        " this many days of event time, per model version",
+        lo=0.01,
+        hi=3650.0,
     )
     batch_max_size: int = _setting(
         8192, "Most events gathered into one micro-batch (the adaptive size stays at or below it)", lo=1, hi=100_000

@@ -1,5 +1,5 @@
 """What the pipeline keeps per source partition between batches: its stores, watermark,
-silence-timer index and budget slice.
+silence-timer index, budget slice and outcome sample.
 
 All of it is dropped after a rebalance (another worker may have moved the watermark,
 filed timers or spent budget meanwhile) and rebuilt from the stores on next use.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import orjson
 
+from retention_model.pipeline.outcomes import OutcomeSample
 from retention_model.pipeline.stores import PartitionStores
 from retention_model.pipeline.timers import SilenceTimers
 from retention_model.policy.budget import BudgetLedger, Spend
@@ -25,11 +26,13 @@ class PartitionContext:
     :mod:`retention_model.policy.budget`).
     """
 
-    __slots__ = ("_ledger", "partition", "stores", "timers", "watermark")
+    __slots__ = ("_ledger", "outcomes", "partition", "stores", "timers", "watermark")
 
-    def __init__(self, partition: int, stores: PartitionStores) -> None:
+    def __init__(self, partition: int, stores: PartitionStores, outcome_sample: int = 0) -> None:
         self.partition = partition
         self.stores = stores
+        #: Sampled scores waiting for their outcome (None: outcomes off).
+        self.outcomes = OutcomeSample(outcome_sample) if outcome_sample else None
         self.timers = SilenceTimers(stores.timers, partition)
         #: Event time (ms) below which the partition's events are late; 0 before any.
         self.watermark = 0

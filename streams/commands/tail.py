@@ -29,6 +29,7 @@ ALIASES = {
     "decisions": "decisions_topic",
     "coupons": "coupon_topic",
     "recommendations": "recommendation_topic",
+    "outcomes": "outcomes_topic",
 }
 
 

@@ -1,0 +1,163 @@
+"""Live model quality: how right the scores were, over a sliding event-time window of outcomes.
+
+A resolved outcome (:mod:`retention_model.pipeline.outcomes`) pairs a score's
+risk with what happened within the horizon: ``churned`` is 1 when the user did
+not purchase, the event the risk is a probability of. The figures are the ones
+``retention evaluate model`` and the bundle's ``metrics.test`` report
+(ROC-AUC, Brier, expected calibration error over ten equal-width bins), so a
+live figure reads against the training-time one directly; plus the top tier's
+lift, the churn rate among ``high``-tier scores over the churn rate of all.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "CALIBRATION_BINS",
+    "LiveQuality",
+    "QualityWindow",
+    "brier_score",
+    "expected_calibration_error",
+    "live_quality",
+    "roc_auc",
+    "top_tier_lift",
+]
+
+#: Equal-width risk bins of the expected calibration error (as in ``training.metrics``).
+CALIBRATION_BINS = 10
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve by midranks (a tie counts one half); None when one class is missing.
+
+    Examples:
+        >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+        0.75
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = float(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranked = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    # Midranks: every run of equal scores shares the mean of its positions.
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], len(ranked)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float(((ranks * labels).sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def brier_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean squared difference between risk and outcome (0 is perfect; 0.25 is a coin at 50%)."""
+    return float(np.mean((np.asarray(scores, dtype=np.float64) - np.asarray(labels, dtype=np.float64)) ** 2))
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Mean |observed - predicted| over equal-width risk bins, weighted by rows.
+
+    Examples:
+        >>> expected_calibration_error(np.array([1, 0]), np.array([0.5, 0.5]))
+        0.0
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    gap = np.abs(np.bincount(index, labels, minlength=bins) - np.bincount(index, scores, minlength=bins))
+    return float(gap.sum() / len(labels))
+
+
+def top_tier_lift(labels: np.ndarray, top: np.ndarray) -> float | None:
+    """Churn rate among the top tier's scores over the churn rate of all; None without either."""
+    labels = np.asarray(labels, dtype=np.float64)
+    top = np.asarray(top, dtype=bool)
+    base = labels.mean() if len(labels) else 0.0
+    if not top.any() or base == 0:
+        return None
+    return float(labels[top].mean() / base)
+
+
+@dataclass(frozen=True)
+class LiveQuality:
+    """Quality figures over ``n`` resolved outcomes; a figure is None when it is undefined there."""
+
+    n: int
+    churn_rate: float | None
+    roc_auc: float | None
+    brier: float | None
+    ece: float | None
+    top_tier_lift: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The figures by name, rounded for a report."""
+        out: dict[str, float | int | None] = {"n": self.n}
+        for name in ("roc_auc", "brier", "ece", "top_tier_lift", "churn_rate"):
+            value = getattr(self, name)
+            out[name] = None if value is None else round(value, 6)
+        return out
+
+
+def live_quality(
+    churned: Sequence[bool] | np.ndarray, risks: Sequence[float] | np.ndarray, top: Sequence[bool] | np.ndarray
+) -> LiveQuality:
+    """The figures of resolved outcomes: ``churned`` (no purchase within the horizon), ``risks``, ``top`` (high tier).
+
+    Examples:
+        >>> live_quality([True, False], [0.9, 0.2], [True, False]).roc_auc
+        1.0
+    """
+    labels = np.asarray(churned, dtype=np.float64)
+    scores = np.asarray(risks, dtype=np.float64)
+    if len(labels) == 0:
+        return LiveQuality(0, None, None, None, None, None)
+    return LiveQuality(
+        n=len(labels),
+        churn_rate=float(labels.mean()),
+        roc_auc=roc_auc(labels, scores),
+        brier=brier_score(labels, scores),
+        ece=expected_calibration_error(labels, scores),
+        top_tier_lift=top_tier_lift(labels, np.asarray(top, dtype=bool)),
+    )
+
+
+class QualityWindow:
+    """Resolved outcomes of one model version over the last ``span_ms`` of event time, at most ``max_outcomes``.
+
+    Event time, not arrival: an outcome is placed at the moment its horizon
+    closed, so a replay and live traffic slide the window alike. The count bound
+    keeps memory fixed when outcomes come faster than expected (oldest go first).
+    """
+
+    def __init__(self, span_ms: int, max_outcomes: int = 50_000) -> None:
+        if span_ms <= 0 or max_outcomes <= 0:
+            msg = f"span_ms and max_outcomes must be positive, got {span_ms} and {max_outcomes}"
+            raise ValueError(msg)
+        self.span_ms = span_ms
+        self._rows: deque[tuple[int, float, bool, bool]] = deque(maxlen=max_outcomes)
+        #: Latest resolution time seen (event time, ms); the window ends here.
+        self.end_ms = 0
+
+    def add(self, resolved_ms: int, risk: float, churned: bool, top: bool) -> None:
+        """One outcome, resolved at ``resolved_ms``; outcomes older than the window's start fall out."""
+        self._rows.append((resolved_ms, risk, churned, top))
+        if resolved_ms > self.end_ms:
+            self.end_ms = resolved_ms
+        start = self.end_ms - self.span_ms
+        rows = self._rows
+        while rows and rows[0][0] <= start:
+            rows.popleft()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def figures(self) -> LiveQuality:
+        """The window's figures now (an outcome resolved out of order counts until it is first in line)."""
+        rows = self._rows
+        return live_quality([r[2] for r in rows], [r[1] for r in rows], [r[3] for r in rows])
