@@ -126,7 +126,7 @@ class BatchPipeline:
             counts.outcomes.update(folded.outcomes)
             counts.new_users += folded.new_users
             if context.outcomes is not None:
-                context.outcomes.observe(folded.changed)
+                context.outcomes.observe(decoded.events)
             first_seen = decoded.first_seen_ms
             for key, state in folded.changed:
                 candidates.add(key, state, state.last_seen_ms, partition, "event", first_seen[key])

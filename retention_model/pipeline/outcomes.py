@@ -9,10 +9,12 @@ The sample, per source partition: **at most one pending score per user**, the
 first score made while that user had none pending (an event or a silence
 re-score); once it resolves, the user's next score may enter. At most
 ``capacity`` scores are pending per partition; a score offered while the sample
-is full is skipped and counted, never waited for. Purchases are read from the
-user's state after each batch's fold (its last :data:`RECENT_PURCHASES_KEPT`
-purchase times), and a score resolves in the first batch whose partition
-watermark reaches its time plus the horizon.
+is full is skipped and counted, never waited for. Purchases are read from each batch's
+decoded events before the fold (not from the state, which keeps only the last
+few purchase times: a replayed batch can span months), and a score resolves in
+the first batch whose partition watermark reaches its time plus the horizon. A
+purchase later than the allowed lateness behind the watermark may come after
+its score resolved: it is not counted.
 
 The sample is held in memory: a rebalance or restart forgets the pending scores
 of the partitions involved (their outcomes are not published; the sample fills
@@ -22,11 +24,12 @@ again within one horizon). An erased user's pending score is dropped with them.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from retention_model.features.state import DAY_MS, UserState
+from retention_model.events import Event, EventType
+from retention_model.features.state import DAY_MS
 from retention_model.policy.policy import iso_ms
 
 __all__ = ["OUTCOME_SCHEMA", "Outcome", "OutcomeSample", "PendingScore"]
@@ -86,13 +89,16 @@ class Outcome:
         }
 
 
-def first_purchase_within(state: UserState, after_ms: int, until_ms: int) -> int | None:
-    """The earliest purchase time the state remembers in (``after_ms``, ``until_ms``], or None."""
-    for ts in state.recent_purchases_ms:  # ascending
-        if after_ms < ts <= until_ms:
-            return ts
-    last = state.last_purchase_ms
-    return last if after_ms < last <= until_ms else None
+def first_purchase_within(events: Iterable[tuple[Event, int]], after_ms: int, until_ms: int) -> int | None:
+    """The earliest purchase time among ``events`` (with offsets) in (``after_ms``, ``until_ms``], or None.
+
+    A retried purchase counts like the original: the question is whether the user bought, not how often.
+    """
+    times = [e.ts_ms for e, _ in events if e.type is _PURCHASE and after_ms < e.ts_ms <= until_ms]
+    return min(times) if times else None
+
+
+_PURCHASE = EventType.PURCHASE
 
 
 class OutcomeSample:
@@ -132,13 +138,16 @@ class OutcomeSample:
         heapq.heappush(self._due, (score.due_ms, key, score.scored_ms))
         return True
 
-    def observe(self, changed: Iterable[tuple[bytes, UserState]]) -> None:
-        """Note purchases in the freshly folded states of pending users."""
+    def observe(self, events: Mapping[bytes, list[tuple[Event, int]]]) -> None:
+        """Note the purchases among a batch's decoded events (user -> events) of users with a score pending."""
         pending = self.pending
-        for key, state in changed:
+        for key, user_events in events.items():
             score = pending.get(key)
-            if score is not None and score.purchased_ms is None:
-                score.purchased_ms = first_purchase_within(state, score.scored_ms, score.due_ms)
+            if score is None:
+                continue
+            bought = first_purchase_within(user_events, score.scored_ms, score.due_ms)
+            if bought is not None and (score.purchased_ms is None or bought < score.purchased_ms):
+                score.purchased_ms = bought
 
     def resolve(self, watermark: int) -> list[Outcome]:
         """Take out every score whose horizon closed at or below ``watermark``, earliest first."""

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from retention_model.events import Event, EventType, encode_event
-from retention_model.features.state import DAY_MS, UserState
+from retention_model.features.state import DAY_MS
 from retention_model.pipeline import (
     BatchPipeline,
     DecodeLimits,
@@ -29,19 +29,20 @@ HORIZON = 30 * DAY_MS
 LIMITS = DecodeLimits(lateness_ms=300_000, future_skew_ms=300_000, watermark_jump_ms=400 * DAY_MS)
 
 
+def ev(user: str, kind: EventType, ts_ms: int, **fields: Any) -> Event:
+    return Event(f"{user}-{kind.value}-{ts_ms}", user, kind, ts_ms, **fields)
+
+
 def pending(user: str, scored_ms: int = T0, risk: float = 0.5) -> PendingScore:
     return PendingScore(user, scored_ms, HORIZON, risk, "medium", "v1", False, "event")
 
 
-def state_with_purchases(*times: int) -> UserState:
-    state = UserState()
-    state.recent_purchases_ms = sorted(times)
-    state.last_purchase_ms = max(times, default=0)
-    return state
+def purchases(*times: int) -> list[tuple[Event, int]]:
+    return [(ev("u", EventType.PURCHASE, t, price=10.0), i) for i, t in enumerate(times)]
 
 
 @pytest.mark.parametrize(
-    ("purchases", "expected"),
+    ("bought", "expected"),
     [
         ((), None),
         ((T0,), None),  # at the score's own time: before it, not within the horizon
@@ -52,9 +53,9 @@ def state_with_purchases(*times: int) -> UserState:
     ],
 )
 def test_a_purchase_counts_only_after_the_score_and_within_the_horizon(
-    purchases: tuple[int, ...], expected: int | None
+    bought: tuple[int, ...], expected: int | None
 ) -> None:
-    assert first_purchase_within(state_with_purchases(*purchases), T0, T0 + HORIZON) == expected
+    assert first_purchase_within(purchases(*bought), T0, T0 + HORIZON) == expected
 
 
 def test_one_pending_score_per_user_and_a_hard_bound() -> None:
@@ -70,7 +71,7 @@ def test_scores_resolve_when_the_watermark_reaches_their_horizon_in_due_order() 
     sample = OutcomeSample(capacity=10)
     sample.offer(b"late", pending("late", T0 + DAY_MS))
     sample.offer(b"early", pending("early", T0))
-    sample.observe([(b"early", state_with_purchases(T0 + 2 * DAY_MS))])
+    sample.observe({b"early": purchases(T0 + 2 * DAY_MS), b"late": [(ev("late", EventType.VIEW, T0 + 2 * DAY_MS), 0)]})
     assert sample.resolve(T0 + HORIZON - 1) == []  # one millisecond short
     resolved = sample.resolve(T0 + HORIZON + DAY_MS)
     assert [(o.key, o.churned) for o in resolved] == [(b"early", False), (b"late", True)]
@@ -87,10 +88,6 @@ def test_a_dropped_users_score_never_resolves() -> None:
 
 
 # --- through the pipeline ------------------------------------------------------------
-
-
-def ev(user: str, kind: EventType, ts_ms: int, **fields: Any) -> Event:
-    return Event(f"{user}-{kind.value}-{ts_ms}", user, kind, ts_ms, **fields)
 
 
 async def infer(features: np.ndarray) -> Inference:
@@ -131,6 +128,18 @@ def test_the_pipeline_publishes_each_sampled_score_with_what_followed_within_the
     assert [o.churned for o in third.counts.resolved] == [
         records[o.key.decode()]["churned"] for o in third.counts.resolved
     ]
+
+
+def test_a_batch_spanning_months_still_sees_the_purchase_inside_the_horizon() -> None:
+    # A replay can put months of a user's events in one batch; the state keeps only the
+    # last 8 purchase times (days 66-101 here), so the purchase on day 1 must be read
+    # from the batch's events.
+    config = PipelineConfig(PolicyConfig(), 1, LIMITS, replay=True, outcome_sample=10)
+    pipeline = BatchPipeline(config, MemoryStores(), lambda: T0 + 400 * DAY_MS)
+    run(pipeline, [ev("a", EventType.VIEW, T0)], 0)
+    months = [ev("a", EventType.PURCHASE, T0 + (1 + 5 * i) * DAY_MS, price=10.0) for i in range(21)]
+    result = run(pipeline, months, 1)
+    assert [(o.key, o.churned, o.score.purchased_ms) for o in result.counts.resolved] == [(b"a", False, T0 + DAY_MS)]
 
 
 def test_outcomes_are_off_without_a_sample() -> None:
