@@ -12,8 +12,9 @@ lift, the churn rate among ``high``-tier scores over the churn rate of all.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ __all__ = [
     "brier_score",
     "expected_calibration_error",
     "live_quality",
+    "outcome_quality",
     "roc_auc",
     "top_tier_lift",
 ]
@@ -125,6 +127,12 @@ def live_quality(
         ece=expected_calibration_error(labels, scores),
         top_tier_lift=top_tier_lift(labels, np.asarray(top, dtype=bool)),
     )
+
+
+def outcome_quality(outcomes: Iterable[Mapping[str, Any]]) -> LiveQuality:
+    """The figures of ``retention.outcome/v1`` records (as read from the outcomes topic)."""
+    rows = [(bool(o["churned"]), float(o["risk"]), o.get("tier") == "high") for o in outcomes]
+    return live_quality([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
 class QualityWindow:
