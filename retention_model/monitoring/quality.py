@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,11 @@ __all__ = [
     "LiveQuality",
     "QualityWindow",
     "brier_score",
+    "calibration_table",
     "expected_calibration_error",
     "live_quality",
     "outcome_quality",
+    "quality_report",
     "roc_auc",
     "top_tier_lift",
 ]
@@ -133,6 +136,51 @@ def outcome_quality(outcomes: Iterable[Mapping[str, Any]]) -> LiveQuality:
     """The figures of ``retention.outcome/v1`` records (as read from the outcomes topic)."""
     rows = [(bool(o["churned"]), float(o["risk"]), o.get("tier") == "high") for o in outcomes]
     return live_quality([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def calibration_table(churned: np.ndarray, risks: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
+    """Per equal-width risk bin with scores in it: the range, n, mean risk and observed churn rate."""
+    labels = np.asarray(churned, dtype=np.float64)
+    scores = np.asarray(risks, dtype=np.float64)
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            out.append(
+                {
+                    "risk_from": b / bins,
+                    "risk_to": (b + 1) / bins,
+                    "n": int(mask.sum()),
+                    "mean_risk": round(float(scores[mask].mean()), 6),
+                    "churn_rate": round(float(labels[mask].mean()), 6),
+                }
+            )
+    return out
+
+
+def quality_report(outcomes: Sequence[Mapping[str, Any]], window_days: float | None = None) -> dict[str, Any]:
+    """Live figures of outcome records: all, per model version, the holdout alone, and calibration by bin.
+
+    ``window_days`` keeps the outcomes resolved within that many days before the
+    latest one (the worker's window); None keeps all. The holdout's figures are the
+    model untouched by what it triggered: a coupon that brings a user back makes a
+    right "high risk" look wrong.
+    """
+    if window_days is not None and outcomes:
+        ends = [datetime.fromisoformat(o["resolved_at"]).timestamp() for o in outcomes]
+        start = max(ends) - window_days * 86_400
+        outcomes = [o for o, end in zip(outcomes, ends, strict=True) if end > start]
+    versions = sorted({str(o["model_version"]) for o in outcomes})
+    return {
+        "model_live": outcome_quality(outcomes).as_dict(),
+        "by_version": {v: outcome_quality(o for o in outcomes if o["model_version"] == v).as_dict() for v in versions},
+        "holdout": outcome_quality(o for o in outcomes if o.get("holdout")).as_dict(),
+        "calibration": calibration_table(
+            np.array([bool(o["churned"]) for o in outcomes]), np.array([float(o["risk"]) for o in outcomes])
+        ),
+        "window_days": window_days,
+    }
 
 
 class QualityWindow:

@@ -49,6 +49,54 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_model(args: argparse.Namespace) -> int:
+    """Live model quality from the outcomes topic (or a file of its records): figures, per version, calibration."""
+    import json
+
+    import orjson
+
+    from retention_model.monitoring.quality import quality_report
+
+    if args.outcomes:
+        values: Any = Path(args.outcomes).read_bytes().splitlines()
+    else:
+        from streams.kafka import read_topic_values
+        from streams.preflight import require_broker
+
+        settings = load_settings(args)
+        require_broker(settings, args.broker_wait_s)
+        values = read_topic_values(settings, settings.outcomes_topic)
+    outcomes = [orjson.loads(v) for v in values if v.strip()]
+    report = quality_report(outcomes, window_days=args.window_days)
+    print(_model_markdown(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _model_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables: figures per version (and the holdout), then calibration by risk bin."""
+    names = ("n", "roc_auc", "brier", "ece", "top_tier_lift", "churn_rate")
+    rows = [("all", report["model_live"]), *report["by_version"].items(), ("holdout only", report["holdout"])]
+    lines = ["| outcomes | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(_cell(figures[n]) for n in names) + " |" for label, figures in rows]
+    if not report["model_live"]["n"]:
+        lines.append("\nno outcome yet: no sampled score's horizon has closed (see RETENTION_OUTCOME_SAMPLE)")
+    lines += ["", "| risk bin | n | mean risk | churned |", "|---|---|---|---|"]
+    lines += [
+        f"| {b['risk_from']:.1f}-{b['risk_to']:.1f} | {b['n']} | {b['mean_risk']:.3f} | {b['churn_rate']:.3f} |"
+        for b in report["calibration"]
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def register(sub: Any) -> None:
     """Add ``retention report`` and its reports."""
     p = sub.add_parser("report", help="reports on what the worker did")
@@ -66,3 +114,14 @@ def register(sub: Any) -> None:
     add_settings_flags(p, ("broker", "events_topic", "decisions_topic"))
     add_broker_wait(p)
     p.set_defaults(func=cmd_report_effect)
+    p = report.add_parser(
+        "model",
+        help="live model quality from the outcomes topic (or --outcomes FILE): ROC-AUC, Brier, calibration, "
+        "top-tier lift, per model version and for the holdout, calibration by risk bin",
+    )
+    p.add_argument("--outcomes", help="JSONL of retention.outcomes records (default: read the topic)")
+    p.add_argument("--window-days", type=float, help="only outcomes resolved this many days before the latest")
+    p.add_argument("--json", help="also write the figures as JSON here")
+    add_settings_flags(p, ("broker", "outcomes_topic"))
+    add_broker_wait(p)
+    p.set_defaults(func=cmd_report_model)

@@ -9,6 +9,9 @@ must be the figures of those outcomes.
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from retention_model.monitoring.quality import live_quality
 from retention_model.policy.policy import iso_ms
 from streams.producer import produce_records
 
-from .helpers import fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric
+from .helpers import REPO, fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric, worker_env
 from .test_silence import T0, buyer_events
 
 pytestmark = pytest.mark.integration
@@ -52,6 +55,14 @@ def test_each_sampled_score_comes_back_with_its_outcome(broker: str, tmp_path: P
         wait_for_metric(settings, "retention_outcomes_total", 40)
         samples = settled_metrics(settings, quiet_s=2.0)
         outcomes = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.outcomes_topic, settings.partitions)]
+        report_path = tmp_path / "model.json"
+        reported = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "report", "model", "--json", str(report_path)],
+            env=worker_env(settings),
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+        )
         scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
 
     assert sum(v for _, v in samples["retention_outcomes_total"]) == len(outcomes)
@@ -91,3 +102,6 @@ def test_each_sampled_score_comes_back_with_its_outcome(broker: str, tmp_path: P
     assert live["retention_model_live_brier"][version] == pytest.approx(figures.brier)
     assert live["retention_model_live_roc_auc"][version] == pytest.approx(figures.roc_auc)
     assert version in live["retention_model_test_roc_auc"]  # the bundle's own figure beside it
+    # `retention report model` reads the same topic and writes the same figures.
+    assert reported.returncode == 0, reported.stderr.decode()[-2000:]
+    assert json.loads(report_path.read_text())["model_live"] == json.loads(json.dumps(figures.as_dict()))
