@@ -26,6 +26,7 @@ __all__ = [
     "brier_score",
     "calibration_table",
     "expected_calibration_error",
+    "lift_by_decile",
     "live_quality",
     "outcome_quality",
     "quality_report",
@@ -159,6 +160,32 @@ def calibration_table(churned: np.ndarray, risks: np.ndarray, bins: int = CALIBR
     return out
 
 
+def lift_by_decile(churned: np.ndarray, risks: np.ndarray) -> list[dict[str, Any]]:
+    """Scores ranked by risk, highest first, in ten near-equal groups: n, churn rate and lift over the base rate.
+
+    Examples:
+        >>> [d["lift"] for d in lift_by_decile(np.array([1] * 10 + [0] * 10), np.linspace(1, 0, 20))][:2]
+        [2.0, 2.0]
+    """
+    labels = np.asarray(churned, dtype=np.float64)
+    order = np.argsort(-np.asarray(risks, dtype=np.float64), kind="mergesort")
+    base = float(labels.mean()) if len(labels) else 0.0
+    out = []
+    for decile, rows in enumerate(np.array_split(order, 10), start=1):
+        if len(rows) == 0:
+            continue
+        rate = float(labels[rows].mean())
+        out.append(
+            {
+                "decile": decile,
+                "n": len(rows),
+                "churn_rate": round(rate, 6),
+                "lift": round(rate / base, 6) if base else None,
+            }
+        )
+    return out
+
+
 def quality_report(outcomes: Sequence[Mapping[str, Any]], window_days: float | None = None) -> dict[str, Any]:
     """Live figures of outcome records: all, per model version, the holdout alone, and calibration by bin.
 
@@ -172,13 +199,14 @@ def quality_report(outcomes: Sequence[Mapping[str, Any]], window_days: float | N
         start = max(ends) - window_days * 86_400
         outcomes = [o for o, end in zip(outcomes, ends, strict=True) if end > start]
     versions = sorted({str(o["model_version"]) for o in outcomes})
+    labels = np.array([bool(o["churned"]) for o in outcomes])
+    risks = np.array([float(o["risk"]) for o in outcomes])
     return {
         "model_live": outcome_quality(outcomes).as_dict(),
         "by_version": {v: outcome_quality(o for o in outcomes if o["model_version"] == v).as_dict() for v in versions},
         "holdout": outcome_quality(o for o in outcomes if o.get("holdout")).as_dict(),
-        "calibration": calibration_table(
-            np.array([bool(o["churned"]) for o in outcomes]), np.array([float(o["risk"]) for o in outcomes])
-        ),
+        "calibration": calibration_table(labels, risks),
+        "lift_by_decile": lift_by_decile(labels, risks),
         "window_days": window_days,
     }
 

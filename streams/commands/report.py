@@ -72,7 +72,40 @@ def cmd_report_model(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.plot and report["model_live"]["n"]:
+        _plot_model(report, Path(args.plot))
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _plot_model(report: dict[str, Any], path: Path) -> None:
+    """Calibration (observed vs mean risk per bin, with its count) and lift by risk decile, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (calibration, lift) = plt.subplots(1, 2, figsize=(11, 4.5))
+    bins = report["calibration"]
+    calibration.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    calibration.plot([b["mean_risk"] for b in bins], [b["churn_rate"] for b in bins], marker="o", label="live")
+    for b in bins:
+        calibration.annotate(
+            f"n={b['n']}", (b["mean_risk"], b["churn_rate"]), fontsize=7, xytext=(3, -10), textcoords="offset points"
+        )
+    calibration.set(
+        xlabel="mean risk in bin", ylabel="churned within the horizon", title="Calibration", xlim=(0, 1), ylim=(0, 1)
+    )
+    calibration.legend()
+    deciles = report["lift_by_decile"]
+    lift.bar([d["decile"] for d in deciles], [d["lift"] or 0 for d in deciles])
+    lift.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    lift.set(xlabel="risk decile (1: highest risk)", ylabel="churn rate / base rate", title="Lift by decile")
+    live = report["model_live"]
+    fig.suptitle(f"Live quality over {live['n']} outcomes (ROC-AUC {live['roc_auc']}, Brier {live['brier']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _model_markdown(report: dict[str, Any]) -> str:
@@ -83,6 +116,10 @@ def _model_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {label} | " + " | ".join(_cell(figures[n]) for n in names) + " |" for label, figures in rows]
     if not report["model_live"]["n"]:
         lines.append("\nno outcome yet: no sampled score's horizon has closed (see RETENTION_OUTCOME_SAMPLE)")
+    lines += ["", "| risk decile | n | churned | lift |", "|---|---|---|---|"]
+    lines += [
+        f"| {d['decile']} | {d['n']} | {d['churn_rate']:.3f} | {_cell(d['lift'])} |" for d in report["lift_by_decile"]
+    ]
     lines += ["", "| risk bin | n | mean risk | churned |", "|---|---|---|---|"]
     lines += [
         f"| {b['risk_from']:.1f}-{b['risk_to']:.1f} | {b['n']} | {b['mean_risk']:.3f} | {b['churn_rate']:.3f} |"
@@ -117,11 +154,12 @@ def register(sub: Any) -> None:
     p = report.add_parser(
         "model",
         help="live model quality from the outcomes topic (or --outcomes FILE): ROC-AUC, Brier, calibration, "
-        "top-tier lift, per model version and for the holdout, calibration by risk bin",
+        "top-tier lift, per model version and for the holdout, calibration by risk bin, lift by decile",
     )
     p.add_argument("--outcomes", help="JSONL of retention.outcomes records (default: read the topic)")
     p.add_argument("--window-days", type=float, help="only outcomes resolved this many days before the latest")
     p.add_argument("--json", help="also write the figures as JSON here")
+    p.add_argument("--plot", help="also write a PNG here: calibration with counts per bin, lift by risk decile")
     add_settings_flags(p, ("broker", "outcomes_topic"))
     add_broker_wait(p)
     p.set_defaults(func=cmd_report_model)

@@ -52,7 +52,17 @@ def test_the_command_prints_markdown_and_writes_json(tmp_path: Path, capsys: pyt
     source = tmp_path / "outcomes.jsonl"
     source.write_bytes(b"\n".join(orjson.dumps(o) for o in OUTCOMES) + b"\n")
     out = tmp_path / "model.json"
-    assert main(["report", "model", "--outcomes", str(source), "--json", str(out)]) == 0
+    plot = tmp_path / "model.png"
+    assert main(["report", "model", "--outcomes", str(source), "--json", str(out), "--plot", str(plot)]) == 0
     printed = capsys.readouterr().out
     assert "| v2 | 3 |" in printed and "| holdout only | 2 |" in printed
     assert json.loads(out.read_text()) == json.loads(json.dumps(quality_report(OUTCOMES)))
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_lift_by_decile_ranks_by_risk() -> None:
+    report = quality_report(OUTCOMES)
+    # Six outcomes in ten groups: the first six hold one each, highest risk first (0.9, 0.8, 0.75, ...).
+    first = report["lift_by_decile"][:3]
+    assert [d["churn_rate"] for d in first] == [1.0, 0.0, 1.0]
+    assert first[0]["lift"] == pytest.approx(1 / (3 / 6))
