@@ -20,7 +20,7 @@ from retention_model.pipeline import (
     PipelineConfig,
     Record,
 )
-from retention_model.pipeline.outcomes import OutcomeSample, PendingScore, first_purchase_within
+from retention_model.pipeline.outcomes import Outcome, OutcomeSample, PendingScore, first_purchase_within
 from retention_model.policy.config import PolicyConfig
 from retention_model.policy.policy import in_holdout
 
@@ -148,3 +148,13 @@ def test_outcomes_are_off_without_a_sample() -> None:
     run(pipeline, [ev("a", EventType.VIEW, T0)], 0)
     result = run(pipeline, [ev("b", EventType.VIEW, T0 + 45 * DAY_MS)], 1)
     assert result.outcomes == [] and result.counts.outcomes_pending is None
+
+
+def test_tail_prints_an_outcome_on_one_readable_line() -> None:
+    from streams.commands.tail import format_record
+
+    score = pending("u1", T0, 0.81)
+    line = format_record(orjson.dumps(Outcome(b"u1", score).record()))
+    assert line == (
+        "2025-01-31T00:00:00.000Z outcome u1 churned | scored 2025-01-01T00:00:00.000Z risk=0.81 tier=medium model=v1"
+    )
