@@ -91,6 +91,7 @@ def create_app(
         metrics.recovering.set(1 if recovery.in_recovery else 0)
         metrics.recovery_remaining.set(recovery.active_remaining_total() if recovery.in_recovery else 0)
         processor.report_breaker()
+        processor.quality.refresh()  # the last outcomes of a burst, once the stream goes quiet
         if not recovery.in_recovery:
             # Recovered users count before their next event arrives (a restart read 0 until then).
             processor.users.refresh()

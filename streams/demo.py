@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from retention_model.monitoring.quality import outcome_quality
 from streams.kafka import EmbeddedBroker, die_with_parent, ensure_topics, free_port
 from streams.responder import ClosedLoop, effect_rows
 from streams.settings import Settings
@@ -69,7 +70,8 @@ def histogram_quantile(samples: dict[str, list[tuple[dict[str, str], float]]], n
 class OutputCounter(threading.Thread):
     """Reads the output topics from the beginning (no consumer group) and counts records."""
 
-    def __init__(self, bootstrap: str, topics: list[str], partitions: int) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], partitions: int, keep: frozenset[str] = frozenset()) -> None:
+        """Count ``topics``; of those in ``keep`` also hold every value (small topics only)."""
         super().__init__(daemon=True, name="output-counter")
         self.consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "retention-demo-reader", "enable.auto.commit": False}
@@ -77,6 +79,8 @@ class OutputCounter(threading.Thread):
         self.consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
         self.counts: Counter[str] = Counter()
         self.samples: dict[str, bytes] = {}
+        self.keep = keep
+        self.values: dict[str, list[bytes]] = {topic: [] for topic in keep}
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -87,6 +91,8 @@ class OutputCounter(threading.Thread):
                 topic = message.topic()
                 self.counts[topic] += 1
                 self.samples.setdefault(topic, message.value())
+                if topic in self.keep:
+                    self.values[topic].append(message.value())
         self.consumer.close()
 
     def stop(self) -> None:
@@ -180,8 +186,10 @@ def run_demo(
                 settings.coupon_topic,
                 settings.recommendation_topic,
                 settings.dlq_topic,
+                settings.outcomes_topic,
             ],  # counted
             settings.partitions,
+            keep=frozenset({settings.outcomes_topic}),  # a sample of scores: a few per user
         )
         reader.start()
         deadline = time.monotonic() + 120
@@ -234,6 +242,8 @@ def run_demo(
         samples = scrape_metrics(metrics_url)
         summary = _summary(samples, produced, reader, settings)
         summary["effect"] = loop.finish(idle_s=1.0, timeout_s=5.0)
+        # Live quality over the outcomes published in the run: scores whose horizon closed during it.
+        summary["model_live"] = outcome_quality(map(json.loads, reader.values[settings.outcomes_topic])).as_dict()
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print_summary(out, summary, reader, settings)
         if summary_json:
@@ -366,6 +376,16 @@ def _print_summary(out: Any, summary: dict[str, Any], reader: OutputCounter, set
         row("event to decision", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (target {summary['latency_target_ms']} ms)")
     for label, text in effect_rows(summary["effect"]) if summary.get("effect") else ():
         row(label, text)
+    live = summary.get("model_live") or {}
+    if live.get("n"):
+        figures = ", ".join(
+            f"{name} {live[name]:.3f}"
+            for name in ("roc_auc", "brier", "ece", "top_tier_lift")
+            if live[name] is not None
+        )
+        row("model, live", f"{figures} over {live['n']:,} outcomes whose horizon closed in the run")
+    else:
+        row("model, live", "no outcome yet: no sampled score's horizon closed during the run")
     row("model", summary["model_version"])
     row("seconds", summary.get("seconds"))
     for topic in (settings.coupon_topic, settings.recommendation_topic):

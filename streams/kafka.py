@@ -247,6 +247,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
         settings.coupon_topic: settings.partitions,
         settings.recommendation_topic: settings.partitions,
         settings.erasures_topic: settings.partitions,
+        settings.outcomes_topic: settings.partitions,
         **({settings.erasure_requests_topic: settings.partitions} if settings.erasure_requests_topic else {}),
     }
 

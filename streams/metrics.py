@@ -58,6 +58,17 @@ class Metrics(NamedTuple):
     feature_psi: Gauge
     feature_psi_max: Gauge
     drift_window_scores: Gauge
+    outcomes: Counter
+    outcomes_pending: Gauge
+    outcome_scores_skipped: Counter
+    model_live_roc_auc: Gauge
+    model_live_brier: Gauge
+    model_live_ece: Gauge
+    model_live_top_tier_lift: Gauge
+    model_live_outcomes: Gauge
+    model_test_roc_auc: Gauge
+    model_test_brier: Gauge
+    model_test_ece: Gauge
     users_erased: Counter
     users_expired: Counter
     erasure_requests: Counter
@@ -262,6 +273,74 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         drift_window_scores=Gauge(
             f"{prefix}_drift_window_scores",
             "Event-triggered scores in the drift window that the PSI figures are computed over",
+            registry=registry,
+        ),
+        outcomes=Counter(
+            f"{prefix}_outcomes_total",
+            "Sampled scores whose horizon closed, by outcome: churned (no purchase within the horizon) or retained",
+            ["outcome"],
+            registry=registry,
+        ),
+        outcomes_pending=Gauge(
+            f"{prefix}_outcomes_pending",
+            "Sampled scores waiting for their horizon to close, on this worker (at most RETENTION_OUTCOME_SAMPLE per"
+            " partition)",
+            registry=registry,
+        ),
+        outcome_scores_skipped=Counter(
+            f"{prefix}_outcome_scores_skipped_total",
+            "Scores not sampled for an outcome because their partition's sample was full (raise"
+            " RETENTION_OUTCOME_SAMPLE)",
+            registry=registry,
+        ),
+        model_live_roc_auc=Gauge(
+            f"{prefix}_model_live_roc_auc",
+            "ROC-AUC of the model version's scores against their outcomes over the quality window (1: perfect"
+            " ranking, 0.5: none)",
+            ["version"],
+            registry=registry,
+        ),
+        model_live_brier=Gauge(
+            f"{prefix}_model_live_brier",
+            "Brier score (mean squared error of the risk) over the quality window, by model version (lower is better)",
+            ["version"],
+            registry=registry,
+        ),
+        model_live_ece=Gauge(
+            f"{prefix}_model_live_ece",
+            "Expected calibration error (10 equal-width risk bins) over the quality window, by model version",
+            ["version"],
+            registry=registry,
+        ),
+        model_live_top_tier_lift=Gauge(
+            f"{prefix}_model_live_top_tier_lift",
+            "Churn rate of the high tier's scores over the churn rate of all, over the quality window, by model"
+            " version",
+            ["version"],
+            registry=registry,
+        ),
+        model_live_outcomes=Gauge(
+            f"{prefix}_model_live_outcomes",
+            "Resolved outcomes in the quality window that the live figures are computed over, by model version",
+            ["version"],
+            registry=registry,
+        ),
+        model_test_roc_auc=Gauge(
+            f"{prefix}_model_test_roc_auc",
+            "ROC-AUC the bundle recorded on its test cutoff at training time, by model version",
+            ["version"],
+            registry=registry,
+        ),
+        model_test_brier=Gauge(
+            f"{prefix}_model_test_brier",
+            "Brier score the bundle recorded on its test cutoff at training time, by model version",
+            ["version"],
+            registry=registry,
+        ),
+        model_test_ece=Gauge(
+            f"{prefix}_model_test_ece",
+            "Expected calibration error the bundle recorded on its test cutoff at training time, by model version",
+            ["version"],
             registry=registry,
         ),
     )

@@ -53,7 +53,14 @@ class Models:
             metrics.batch_users.observe(len(features))
             return inference
 
-        return ModelCall(infer, model.version, recommender, shadow.version if shadow is not None else None)
+        meta = model.meta_
+        return ModelCall(
+            infer,
+            model.version,
+            recommender,
+            shadow.version if shadow is not None else None,
+            horizon_ms=int((meta.horizon_days if meta is not None else 30.0) * 86_400_000),
+        )
 
     async def maybe_reload(self) -> None:
         """Load the newest bundle under the model path if it is not the one in use.

@@ -28,6 +28,7 @@ from streams.metrics import Metrics
 from streams.models import Models
 from streams.output import OutputProducer
 from streams.publish import Publisher
+from streams.quality import QualityMonitor
 from streams.settings import Settings
 from streams.tables import WorkerTables
 
@@ -56,6 +57,7 @@ class BatchProcessor:
         self.models = Models(settings.model_path, model, metrics, shadow)
         self.publisher = Publisher(settings, self.output, metrics)
         self.drift = DriftMonitor(metrics, settings.drift_window)
+        self.quality = QualityMonitor(metrics, settings.quality_window_days)
         #: A replay runs the policy's limits on event time alone, with no breaker.
         self.replay = settings.replay == "true"
         self.breaker = CircuitBreaker(
@@ -82,6 +84,7 @@ class BatchProcessor:
             replay=self.replay,
             state_ttl_ms=ttl_ms,
             state_cache_users=settings.state_cache_users,
+            outcome_sample=settings.outcome_sample,
         )
         self.pipeline = BatchPipeline(config, self.tables.stores, clock=_wall_ms, breaker=self.breaker)
         #: Bumped when partitions are revoked; a batch that spans it records nothing.
@@ -115,6 +118,8 @@ class BatchProcessor:
         self.publisher.publish(result)
         counts = result.counts
         self.drift.record(counts)
+        self.quality.model(self.models.model)
+        self.quality.record(counts)
         record_lag(self.consumer, batch, self.metrics.consumer_lag)
         if counts.scored_per_call:
             self.report_breaker()

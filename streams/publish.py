@@ -70,6 +70,8 @@ class Publisher:
         output.produce_many(settings.decisions_topic, result.decisions)
         for kind, records in result.interventions.items():
             output.produce_many(self.kind_topics[kind], records)
+        if result.outcomes:
+            output.produce_many(settings.outcomes_topic, result.outcomes)
         if result.erasures:
             output.produce_many(settings.erasures_topic, result.erasures)
             log.info("erased %d user(s) on request; confirmations to %s", len(result.erasures), settings.erasures_topic)

@@ -8,10 +8,13 @@ row cannot stay.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from prometheus_client import CollectorRegistry
 
-__all__ = ["commands_table", "event_types_table", "metrics_table"]
+from streams.settings import SECRETS, Settings, allowed_values
+
+__all__ = ["commands_table", "event_types_table", "metrics_table", "settings_table", "settings_text"]
 
 
 def event_types_table() -> str:
@@ -60,3 +63,33 @@ def commands_table() -> str:
     lines = ["| Command | What it does |", "|---|---|"]
     lines += [f"| `{name}` | {text} |" for name, text in _walk(build_parser(), "retention")]
     return "\n".join(lines)
+
+
+def settings_table() -> str:
+    """The settings table of docs/reference.md, in Markdown."""
+    lines = ["| Environment variable | Flag | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
+    for spec in dataclasses.fields(Settings):
+        default = spec.default if spec.name != "model_path" else "the bundled model"
+        default = "" if spec.name in SECRETS else default
+        flag = (
+            f"`--{spec.name.replace('_', '-')}`"
+            if spec.name not in SECRETS
+            else f"none: or `RETENTION_{spec.name.upper()}_FILE`"
+        )
+        name, allowed, meaning = f"RETENTION_{spec.name.upper()}", allowed_values(spec), spec.metadata["help"]
+        lines.append(f"| `{name}` | {flag} | `{default}` | {allowed} | {meaning} |")
+    return "\n".join(lines)
+
+
+def settings_text(width: int = 100) -> str:
+    """The settings for a terminal: one block per setting, wrapped to ``width``."""
+    import textwrap
+
+    blocks = []
+    for spec in dataclasses.fields(Settings):
+        default = "the bundled model" if spec.name == "model_path" else spec.default
+        flag = "(no flag: secret)" if spec.name in SECRETS else f"--{spec.name.replace('_', '-')}"
+        head = f"RETENTION_{spec.name.upper()}  {flag}  default: {'' if spec.name in SECRETS else repr(default)}"
+        body = f"{spec.metadata['help']}. Allowed: {allowed_values(spec)}."
+        blocks.append(head + "\n" + textwrap.fill(body, width=width, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(blocks)

@@ -18,7 +18,7 @@ from typing import Any
 from retention_model.errors import SettingsError
 from retention_model.policy.config import PolicyConfig, PolicyFileError, load_policy
 
-__all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "settings_table", "settings_text"]
+__all__ = ["BUNDLED_MODEL", "SECRETS", "Settings", "add_settings_flags", "allowed_values"]
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "retention_model" / "bundled"
 ENV_PREFIX = "RETENTION_"
@@ -80,6 +80,11 @@ class Settings:
         "retention.erasures",
         "Topic of erasure confirmations: one per `retention forget` request (user, request id, time, what was removed)",
     )
+    outcomes_topic: str = _setting(
+        "retention.outcomes",
+        "Topic of resolved outcomes: a sample of scores, each with whether the user purchased within the model's"
+        " horizon (see RETENTION_OUTCOME_SAMPLE)",
+    )
     erasure_requests_topic: str = _setting(
         "retention.erasure-requests",
         "Topic a privacy system writes erasure requests to: the worker forwards each to the events topic (empty: none)",
@@ -109,6 +114,20 @@ class Settings:
         " event-triggered scores (0: off)",
         lo=0,
         hi=10_000_000,
+    )
+    outcome_sample: int = _setting(
+        10_000,
+        "Scores waiting for their outcome, at most, per partition: each user's first score while they have none"
+        " waiting; a score offered when full is skipped (0: no outcomes, no live quality)",
+        lo=0,
+        hi=10_000_000,
+    )
+    quality_window_days: float = _setting(
+        30.0,
+        "Live model quality (ROC-AUC, Brier, calibration, top-tier lift) is computed over the outcomes resolved in"
+        " this many days of event time, per model version",
+        lo=0.01,
+        hi=3650.0,
     )
     batch_max_size: int = _setting(
         8192, "Most events gathered into one micro-batch (the adaptive size stays at or below it)", lo=1, hi=100_000
@@ -207,7 +226,7 @@ class Settings:
         for spec in fields(self):
             value = getattr(self, spec.name)
             meta = spec.metadata
-            allowed = _allowed(spec)
+            allowed = allowed_values(spec)
             if meta["choices"] and value not in meta["choices"]:
                 _fail(spec.name, value, allowed)
             if meta["lo"] is not None and not meta["lo"] <= value <= meta["hi"]:
@@ -326,7 +345,7 @@ _NOT_SETTINGS = frozenset({"RETENTION_TEST_BROKER"})
 _TYPE_WORDS = {"str": "text", "int": "an integer", "float": "a number"}
 
 
-def _allowed(spec: dataclasses.Field[Any]) -> str:
+def allowed_values(spec: dataclasses.Field[Any]) -> str:
     meta = spec.metadata
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
@@ -348,7 +367,7 @@ def _convert(spec: dataclasses.Field[Any], raw: str) -> Any:
         if spec.type == "float":
             return float(raw)
     except ValueError:
-        _fail(spec.name, raw, _allowed(spec))
+        _fail(spec.name, raw, allowed_values(spec))
     return raw
 
 
@@ -369,34 +388,3 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] |
             default=None,
             help=f"{spec.metadata['help']} (env RETENTION_{spec.name.upper()}, default {spec.default!r})",
         )
-
-
-def settings_table() -> str:
-    """The settings table of docs/reference.md, in Markdown."""
-    lines = ["| Environment variable | Flag | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
-    for spec in fields(Settings):
-        default = spec.default if spec.name != "model_path" else "the bundled model"
-        default = "" if spec.name in SECRETS else default
-        flag = (
-            f"`--{spec.name.replace('_', '-')}`"
-            if spec.name not in SECRETS
-            else f"none: or `RETENTION_{spec.name.upper()}_FILE`"
-        )
-        lines.append(
-            f"| `RETENTION_{spec.name.upper()}` | {flag} | `{default}` | {_allowed(spec)} | {spec.metadata['help']} |"
-        )
-    return "\n".join(lines)
-
-
-def settings_text(width: int = 100) -> str:
-    """The settings for a terminal: one block per setting, wrapped to ``width``."""
-    import textwrap
-
-    blocks = []
-    for spec in fields(Settings):
-        default = "the bundled model" if spec.name == "model_path" else spec.default
-        flag = "(no flag: secret)" if spec.name in SECRETS else f"--{spec.name.replace('_', '-')}"
-        head = f"RETENTION_{spec.name.upper()}  {flag}  default: {'' if spec.name in SECRETS else repr(default)}"
-        body = f"{spec.metadata['help']}. Allowed: {_allowed(spec)}."
-        blocks.append(head + "\n" + textwrap.fill(body, width=width, initial_indent="    ", subsequent_indent="    "))
-    return "\n".join(blocks)

@@ -76,6 +76,19 @@ class BundleMeta:
         """Path of the Keras model file."""
         return self.path / MODEL_FILE
 
+    @property
+    def horizon_days(self) -> float:
+        """The label horizon the risks are for: P(no purchase within it); 30 where the bundle does not say."""
+        return float(self.training_data.get("horizon_days", 30))
+
+    @property
+    def test_figures(self) -> dict[str, float]:
+        """The bundle's own test figures (``metrics.test``) that live quality reads against, where recorded."""
+        test = self.metrics.get("test") or {}
+        return {
+            name: float(test[name]) for name in ("roc_auc", "brier", "ece") if isinstance(test.get(name), int | float)
+        }
+
 
 def normalise(matrix: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Signed log1p (tames counts and money), then z-score, as float32.

@@ -4,7 +4,9 @@ Per batch: decode each partition's records (rejects with reasons, watermarks);
 fold the events into the touched users' states; gather them, and the silent
 users whose timers fell due under the watermark, for one model call; derive the
 feature matrix; infer; decide; write states, timers and budget slices to the
-partition stores and build the output records. A re-score files the user's next
+partition stores and build the output records; sample scores for the outcome
+join and publish the outcomes whose horizon the watermark passed
+(:mod:`.outcomes`). A re-score files the user's next
 check, which may already be due under this batch's watermark (a replay covers
 days in one batch), so rounds of silent users follow until none is due.
 
@@ -17,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from retention_model.features.derive import feature_matrix
-from retention_model.pipeline.decide import decide_many
+from retention_model.pipeline.decide import ScoredUser, decide_many
 from retention_model.pipeline.decode import DecodeLimits, decode_records
 from retention_model.pipeline.drift import count_bins
 from retention_model.pipeline.erase import confirmations, erase_users
 from retention_model.pipeline.fold import fold_events
+from retention_model.pipeline.outcomes import PendingScore
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
 from retention_model.pipeline.partition import PartitionContext
 from retention_model.pipeline.records import BatchCounts, BatchResult, Candidates, ModelCall, RawRecord
@@ -32,6 +37,7 @@ from retention_model.pipeline.timers import collect_due
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
+from retention_model.policy.policy import in_holdout
 
 __all__ = ["MAX_SILENCE_ROUNDS", "BatchPipeline", "PipelineConfig"]
 
@@ -55,6 +61,8 @@ class PipelineConfig:
     state_ttl_ms: int | None = None
     #: Decoded states kept between batches (about 5 KB each; 0: none): see :mod:`.state_cache`.
     state_cache_users: int = 20_000
+    #: Scores pending an outcome per partition, at most (0: no outcome join).
+    outcome_sample: int = 0
 
 
 class BatchPipeline:
@@ -84,7 +92,9 @@ class BatchPipeline:
         """The context of ``partition``, made on first use."""
         context = self._partitions.get(partition)
         if context is None:
-            context = self._partitions[partition] = PartitionContext(partition, self.stores(partition), self.cache)
+            context = self._partitions[partition] = PartitionContext(
+                partition, self.stores(partition), self.cache, self.config.outcome_sample
+            )
         return context
 
     def ledgers(self) -> dict[int, BudgetLedger]:
@@ -120,6 +130,8 @@ class BatchPipeline:
             folded = fold_events(decoded.events, context.stores.states, self.cache)
             counts.outcomes.update(folded.outcomes)
             counts.new_users += folded.new_users
+            if context.outcomes is not None:
+                context.outcomes.observe(decoded.events)
             first_seen = decoded.first_seen_ms
             for key, state in folded.changed:
                 candidates.add(key, state, state.last_seen_ms, partition, "event", first_seen[key])
@@ -133,7 +145,23 @@ class BatchPipeline:
             if not silent:
                 break
             await self._score(silent, model, result)
+        if self.config.outcome_sample:
+            self._resolve(partitions, result)
         return result
+
+    def _resolve(self, partitions: list[int], result: BatchResult) -> None:
+        """Publish the sampled scores whose horizon closed below their partition's watermark."""
+        counts = result.counts
+        for partition in partitions:
+            context = self.partition(partition)
+            sample = context.outcomes
+            if sample is None:
+                continue
+            for outcome in sample.resolve(context.watermark):
+                counts.resolved.append(outcome)
+                result.outcomes.append((outcome.key, orjson.dumps(outcome.record())))
+            counts.outcome_skipped += sample.take_skipped()
+        counts.outcomes_pending = sum(len(c.outcomes) for c in self._partitions.values() if c.outcomes is not None)
 
     def _collect_silent(self, candidates: Candidates, partitions: list[int], counts: BatchCounts) -> None:
         """Add the users whose silence timer fell due below their partition's watermark; drop the expired."""
@@ -153,6 +181,8 @@ class BatchPipeline:
                 candidates.add(key, state, due, partition, "silence", None)
             if expired:
                 context.stores.states.put_many([(key, None) for key in expired])
+                if context.outcomes is not None:
+                    context.outcomes.drop(expired)
                 counts.expired += len(expired)
 
     async def _score(self, candidates: Candidates, model: ModelCall, result: BatchResult) -> None:
@@ -184,6 +214,8 @@ class BatchPipeline:
             wall_ms=wall_ms,
             breaker=None if config.replay else self.breaker,
         )
+        if config.outcome_sample:
+            self._sample(candidates, scored, model)
         if budgets is not None:
             for partition in sorted(set(candidates.partitions)):
                 self.partition(partition).save_budget()
@@ -202,3 +234,16 @@ class BatchPipeline:
             shadow_version=model.shadow_version,
             config=policy,
         )
+
+    def _sample(self, candidates: Candidates, scored: list[ScoredUser], model: ModelCall) -> None:
+        """Offer each score to its partition's outcome sample (taken when the user has none pending)."""
+        policy = self.config.policy
+        for key, user, partition, trigger in zip(candidates.keys, scored, candidates.partitions, candidates.triggers):
+            sample = self.partition(partition).outcomes
+            if sample is None or key in sample.pending:
+                continue
+            holdout = in_holdout(user.user_id, policy)
+            score = PendingScore(
+                user.user_id, user.now_ms, model.horizon_ms, user.risk, user.tier, model.version, holdout, trigger
+            )
+            sample.offer(key, score)

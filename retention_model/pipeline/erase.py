@@ -97,6 +97,8 @@ def erase_users(context: PartitionContext, keys: Sequence[bytes]) -> list[tuple[
     blobs = states.get_many(keys)
     states.put_many([(key, None) for key, blob in zip(keys, blobs) if blob is not None])
     removed = context.timers.remove(set(keys))
+    if context.outcomes is not None:  # a pending score names the user: it goes too
+        context.outcomes.drop(keys)
     return [(len(blob) if blob else 0, removed.get(key, 0)) for key, blob in zip(keys, blobs)]
 
 

@@ -1,5 +1,5 @@
 """What the pipeline keeps per source partition between batches: its stores, watermark,
-silence-timer index and budget slice.
+silence-timer index, budget slice and outcome sample.
 
 All of it is dropped after a rebalance (another worker may have moved the watermark,
 filed timers or spent budget meanwhile) and rebuilt from the stores on next use.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import orjson
 
+from retention_model.pipeline.outcomes import OutcomeSample
 from retention_model.pipeline.state_cache import StateCache
 from retention_model.pipeline.stores import PartitionStores
 from retention_model.pipeline.timers import SilenceTimers
@@ -26,13 +27,17 @@ class PartitionContext:
     :mod:`retention_model.policy.budget`).
     """
 
-    __slots__ = ("_ledger", "cache", "partition", "stores", "timers", "watermark")
+    __slots__ = ("_ledger", "cache", "outcomes", "partition", "stores", "timers", "watermark")
 
-    def __init__(self, partition: int, stores: PartitionStores, cache: StateCache | None = None) -> None:
+    def __init__(
+        self, partition: int, stores: PartitionStores, cache: StateCache | None = None, outcome_sample: int = 0
+    ) -> None:
         self.partition = partition
         self.stores = stores
         #: Decoded states between batches, shared by every partition of the pipeline.
         self.cache = cache
+        #: Sampled scores waiting for their outcome (None: outcomes off).
+        self.outcomes = OutcomeSample(outcome_sample) if outcome_sample else None
         self.timers = SilenceTimers(stores.timers, partition)
         #: Event time (ms) below which the partition's events are late; 0 before any.
         self.watermark = 0

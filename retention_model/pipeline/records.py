@@ -16,6 +16,7 @@ import numpy as np
 from retention_model.events import DecodeError, Event, EventType
 from retention_model.features.state import UserState
 from retention_model.monitoring.drift import FeatureReference
+from retention_model.pipeline.outcomes import Outcome
 from retention_model.policy.recommend import Recommender
 
 __all__ = [
@@ -164,6 +165,8 @@ class ModelCall:
     shadow_version: str | None = None
     #: The bundle's feature reference: event-triggered rows are counted into its bins (drift).
     reference: FeatureReference | None = None
+    #: The model's label horizon (ms): P(no purchase within it) is what ``risks`` are.
+    horizon_ms: int = 30 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -202,6 +205,12 @@ class BatchCounts:
     feature_bins: np.ndarray | None = None
     feature_rows: int = 0
     feature_reference: FeatureReference | None = None
+    #: Sampled scores whose horizon closed in this batch (see :mod:`.outcomes`).
+    resolved: list[Outcome] = field(default_factory=list)
+    #: Scores not sampled because their partition's sample was full.
+    outcome_skipped: int = 0
+    #: Scores pending in every partition's sample after this batch (None: outcomes off).
+    outcomes_pending: int | None = None
 
 
 @dataclass(slots=True)
@@ -219,4 +228,6 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     #: One confirmation per erasure request, for the erasures topic.
     erasures: KeyedRecords = field(default_factory=list)
+    #: One record per resolved outcome, for the outcomes topic.
+    outcomes: KeyedRecords = field(default_factory=list)
     counts: BatchCounts = field(default_factory=BatchCounts)

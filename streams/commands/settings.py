@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from streams.commands.common import load_settings
-from streams.settings import Settings, add_settings_flags, settings_table, settings_text
+from streams.reference import settings_table, settings_text
+from streams.settings import Settings, add_settings_flags
 
 __all__ = ["register"]
 

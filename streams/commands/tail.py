@@ -29,6 +29,7 @@ ALIASES = {
     "decisions": "decisions_topic",
     "coupons": "coupon_topic",
     "recommendations": "recommendation_topic",
+    "outcomes": "outcomes_topic",
 }
 
 
@@ -64,6 +65,13 @@ def _schema_line(body: dict[str, Any]) -> str:
         return (
             f"{body.get('event_time')} {body.get('kind')} {user} tier={body.get('tier')} "
             f"id={body.get('intervention_id')} | {orjson.dumps(offer).decode()[:160]}"
+        )
+    if schema.startswith("retention.outcome/"):
+        what = "churned" if body.get("churned") else f"retained (bought {body.get('purchased_at')})"
+        return (
+            f"{body.get('resolved_at')} outcome {user} {what} | scored {body.get('scored_at')} "
+            f"risk={body.get('risk')} tier={body.get('tier')} model={body.get('model_version')}"
+            f"{' holdout' if body.get('holdout') else ''}"
         )
     return orjson.dumps(body).decode()
 

@@ -34,6 +34,7 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
         coupon_topic=f"coupon-{tag}",
         recommendation_topic=f"recommendation-{tag}",
         erasures_topic=f"erasures-{tag}",
+        outcomes_topic=f"outcomes-{tag}",
         erasure_requests_topic=f"erasure-requests-{tag}",
         partitions=3,
         metrics_port=free_port(),

@@ -65,6 +65,11 @@ def test_demo_loses_nothing_and_intervenes(tmp_path: Path) -> None:
     assert b"uplift vs holdout" in result.stdout
     if effect["true_uplift"] is not None:
         assert b"true uplift (simulator)" in result.stdout
+    # Live quality: the demo replays 120 days, so sampled scores' 30-day horizons close in the run.
+    live = summary["model_live"]
+    assert live["n"] >= 50, live
+    assert 0.5 < live["roc_auc"] <= 1 and 0 <= live["brier"] < 0.25 and 0 <= live["ece"] <= 1, live
+    assert b"model, live" in result.stdout
     # The demo leaves no process behind: its broker's port is closed and no
     # process mentions it.
     match = re.search(rb"embedded broker \(Tansu\) up on 127.0.0.1:(\d+)", result.stdout)

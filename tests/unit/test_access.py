@@ -37,6 +37,6 @@ def test_a_worker_on_a_network_address_without_a_token_refuses_to_start() -> Non
 def test_the_token_is_never_shown() -> None:
     settings = Settings.load({"RETENTION_API_TOKEN": "t0ken-value"})
     assert "t0ken-value" not in repr(settings)
-    from streams.settings import settings_table, settings_text
+    from streams.reference import settings_table, settings_text
 
     assert "t0ken-value" not in settings_table() + settings_text()

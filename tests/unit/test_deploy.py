@@ -123,7 +123,18 @@ def test_dashboard_and_rules_use_only_exported_metrics() -> None:
     assert used, "no metric found in the expressions"
     assert used <= exported, used - exported
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("lag", "latency", "risk", "interventions", "dead letters", "holdout", "model version", "drift"):
+    for topic in (
+        "lag",
+        "latency",
+        "risk",
+        "interventions",
+        "dead letters",
+        "holdout",
+        "model version",
+        "drift",
+        "quality",
+        "outcomes",
+    ):
         assert topic in titles
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.reference import commands_table, event_types_table, metrics_table
-from streams.settings import settings_table
+from streams.reference import commands_table, event_types_table, metrics_table, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

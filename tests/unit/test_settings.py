@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from retention_model.errors import SettingsError
-from streams.settings import Settings, settings_table
+from streams.reference import settings_table
+from streams.settings import Settings
 
 
 def test_defaults_are_valid() -> None:
