@@ -23,7 +23,7 @@ from typing import Any
 from retention_model.events import Event, EventType, parse_timestamp_ms
 from retention_model.features.state import DAY_MS
 
-__all__ = ["effect_report", "first_decisions", "headline", "write_effect_report"]
+__all__ = ["effect_report", "first_decisions", "headline", "retention_curve", "write_effect_report"]
 
 CLICK_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE)
 Z_95 = 1.959964
@@ -49,6 +49,54 @@ def _group_stats(treated: list[bool], control: list[bool]) -> dict[str, Any]:
         out["uplift_ci95"] = [uplift - Z_95 * se, uplift + Z_95 * se]
         out["incremental_retained"] = uplift * n_t
     return out
+
+
+def _share(flags: list[bool]) -> tuple[float | None, list[float] | None]:
+    """The share of True and its 95% normal-approximation interval, clipped to [0, 1]."""
+    if not flags:
+        return None, None
+    p = sum(flags) / len(flags)
+    half = Z_95 * math.sqrt(p * (1 - p) / len(flags))
+    return p, [max(0.0, p - half), min(1.0, p + half)]
+
+
+def retention_curve(
+    first: Mapping[str, tuple[int, str, bool]],
+    purchases: Mapping[str, list[int]],
+    events_until_ms: int,
+    horizon_days: int,
+) -> list[dict[str, Any]]:
+    """Treated vs holdout retention by day 1..``horizon_days`` after each user's first decision.
+
+    A point at day d counts the users whose first d days have passed in the event stream
+    (so n falls towards the end while later decisions are still open): retained by day d
+    = a purchase in (decision, decision + d days]. Each group's share comes with its 95%
+    interval and its n, and the uplift with the interval of a difference of shares.
+    """
+    curve = []
+    for day in range(1, horizon_days + 1):
+        span = day * DAY_MS
+        groups: tuple[list[bool], list[bool]] = ([], [])
+        for user, (ts, _, treated) in first.items():
+            if ts + span <= events_until_ms:
+                retained = any(ts < t <= ts + span for t in purchases.get(user, ()))
+                groups[0 if treated else 1].append(retained)
+        stats = _group_stats(*groups)
+        (p_t, ci_t), (p_c, ci_c) = _share(groups[0]), _share(groups[1])
+        curve.append(
+            {
+                "day": day,
+                "treated_users": len(groups[0]),
+                "treated_retention": p_t,
+                "treated_ci95": ci_t,
+                "holdout_users": len(groups[1]),
+                "holdout_retention": p_c,
+                "holdout_ci95": ci_c,
+                "uplift": stats["uplift"],
+                "uplift_ci95": stats["uplift_ci95"],
+            }
+        )
+    return curve
 
 
 def first_decisions(decisions: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, str, bool]]:
@@ -135,6 +183,7 @@ def effect_report(
         "coupon_cost_redeemed": coupon_cost,
         "cost_per_retained_user": coupon_cost / incremental if incremental and incremental > 0 else None,
         "notes": _notes(groups, pending, len(first), horizon_days),
+        "retention_curve": retention_curve(first, purchases, last_event_ms, horizon_days),
     }
 
 
@@ -223,6 +272,24 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
         "who clicks as much as what clicking does.",
         f"- Cost per retained user: {'n/a (no measurable uplift)' if cost is None else f'{cost:.2f}'}.",
     ]
+    curve = report.get("retention_curve") or []
+    if curve:
+        lines += [
+            "",
+            "Retention by day after the decision (users whose first d days have passed):",
+            "",
+            "| day | treated (n) | holdout (n) | uplift | 95% CI |",
+            "|---:|---|---|---:|---|",
+        ]
+        for point in curve:
+            if point["day"] % 7 and point["day"] != len(curve):
+                continue
+            ci = point["uplift_ci95"]
+            lines.append(
+                f"| {point['day']} | {_pct(point['treated_retention'])} ({point['treated_users']}) | "
+                f"{_pct(point['holdout_retention'])} ({point['holdout_users']}) | {_pct(point['uplift'])} | "
+                + (f"{_pct(ci[0])} .. {_pct(ci[1])} |" if ci else "n/a |")
+            )
     if report.get("notes"):
         lines += ["", "**Read with care:**", *(f"- {note}" for note in report["notes"])]
     try:
@@ -250,7 +317,32 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
         plt.close(fig)
         written.append(png)
         lines += ["", "![Retention, treated vs holdout](effect.png)"]
+        if curve:
+            written.append(_plot_curve(curve, out / "effect-curve.png"))
+            lines += ["", "![Retention by day, treated vs holdout](effect-curve.png)"]
     markdown = out / "effect.md"
     markdown.write_text("\n".join(lines) + "\n")
     written.append(markdown)
     return written
+
+
+def _plot_curve(curve: list[dict[str, Any]], path: Path) -> Path:
+    """Treated and holdout retention by day, each with its 95% band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for group in ("treated", "holdout"):
+        points = [p for p in curve if p[f"{group}_retention"] is not None]
+        days = [p["day"] for p in points]
+        ax.plot(days, [p[f"{group}_retention"] for p in points], label=group)
+        ax.fill_between(
+            days, [p[f"{group}_ci95"][0] for p in points], [p[f"{group}_ci95"][1] for p in points], alpha=0.2
+        )
+    ax.set_xlabel("days after the decision")
+    ax.set_ylabel("retained (purchased) by then")
+    ax.set_title("Retention by day: treated vs holdout (95% bands)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
