@@ -23,7 +23,7 @@ from typing import Any
 from retention_model.events import Event, EventType, parse_timestamp_ms
 from retention_model.features.state import DAY_MS
 
-__all__ = ["effect_report", "first_decisions", "headline", "retention_curve", "write_effect_report"]
+__all__ = ["effect_report", "first_decisions", "headline", "qini_curve", "retention_curve", "write_effect_report"]
 
 CLICK_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE)
 Z_95 = 1.959964
@@ -99,6 +99,43 @@ def retention_curve(
     return curve
 
 
+def qini_curve(rows: list[tuple[float, bool, bool]], points: int = 20) -> list[dict[str, Any]]:
+    """Incremental retained users when targeting the riskiest share first: the Qini curve.
+
+    ``rows``: (risk at the first decision, treated, retained) per counted user. At each
+    share of users, riskiest first: treated retained minus holdout retained scaled to the
+    treated count (R_t - R_c N_t / N_c), beside the straight line of random targeting.
+    Holdout users are scored too, so the ranking covers both groups alike.
+    """
+    ranked = sorted(rows, key=lambda row: -row[0])
+    total = _qini_at(ranked)
+    curve = []
+    for step in range(1, points + 1):
+        share = step / points
+        top = ranked[: round(share * len(ranked))]
+        curve.append(
+            {
+                "share": share,
+                "users": len(top),
+                "treated_users": sum(treated for _, treated, _ in top),
+                "holdout_users": sum(not treated for _, treated, _ in top),
+                "incremental_retained": _qini_at(top),
+                "random": None if total is None else share * total,
+            }
+        )
+    return curve
+
+
+def _qini_at(rows: list[tuple[float, bool, bool]]) -> float | None:
+    n_t = sum(treated for _, treated, _ in rows)
+    n_c = len(rows) - n_t
+    if not n_c:
+        return None
+    r_t = sum(retained for _, treated, retained in rows if treated)
+    r_c = sum(retained for _, treated, retained in rows if not treated)
+    return r_t - r_c * n_t / n_c
+
+
 def first_decisions(decisions: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, str, bool]]:
     """User -> (time, tier, treated) of their first ``sent`` or ``held_out`` decision: the one each user counts at."""
     first: dict[str, tuple[int, str, bool]] = {}
@@ -146,6 +183,12 @@ def effect_report(
     clicked = [d for d in recos if attributed.get(d["decision_id"], set()) & set(CLICK_TYPES)]
     clickers = {d["user_id"] for d in clicked}
 
+    risk_at = {
+        (d["user_id"], parse_timestamp_ms(d["event_time"])): float(d.get("risk") or 0.0)
+        for d in decisions
+        if d.get("action") in ("sent", "held_out")
+    }
+    qini_rows: list[tuple[float, bool, bool]] = []
     pending = 0
     by_tier: dict[str, tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
     for user, (ts, tier, treated) in first.items():
@@ -153,6 +196,7 @@ def effect_report(
             pending += 1
             continue
         retained = any(ts < t <= ts + horizon for t in purchases.get(user, ()))
+        qini_rows.append((risk_at.get((user, ts), 0.0), treated, retained))
         keys = (tier, "overall", *(("clicked",) if treated and user in clickers else ()))
         for key in keys:
             by_tier[key][0 if treated else 1].append(retained)
@@ -184,6 +228,7 @@ def effect_report(
         "cost_per_retained_user": coupon_cost / incremental if incremental and incremental > 0 else None,
         "notes": _notes(groups, pending, len(first), horizon_days),
         "retention_curve": retention_curve(first, purchases, last_event_ms, horizon_days),
+        "qini_curve": qini_curve(qini_rows),
     }
 
 
@@ -290,6 +335,14 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
                 f"{_pct(point['holdout_retention'])} ({point['holdout_users']}) | {_pct(point['uplift'])} | "
                 + (f"{_pct(ci[0])} .. {_pct(ci[1])} |" if ci else "n/a |")
             )
+    qini = {round(p["share"], 2): p for p in report.get("qini_curve") or []}
+    if qini.get(1.0) and qini[1.0]["incremental_retained"] is not None:
+        shown = [
+            f"{s:.0%}: {qini[s]['incremental_retained']:.1f} (random {qini[s]['random']:.1f})"
+            for s in (0.2, 0.5, 1.0)
+            if qini[s]["incremental_retained"] is not None
+        ]
+        lines += ["", f"- Qini, riskiest first (`qini_curve` in the JSON): incremental retained at {'; '.join(shown)}."]
     if report.get("notes"):
         lines += ["", "**Read with care:**", *(f"- {note}" for note in report["notes"])]
     try:

@@ -46,3 +46,23 @@ def test_the_report_files_carry_the_curve(tmp_path: Path) -> None:
     markdown = (tmp_path / "effect.md").read_text()
     assert "| 7 | 100.0% (1) | 0.0% (1) |" in markdown
     assert "| 30 |" in markdown
+
+
+def test_the_qini_curve_rises_above_random_when_the_riskiest_respond() -> None:
+    """High-risk users come back when treated and not otherwise; low-risk ones buy either way."""
+    decisions, events = [], []
+    for i in range(80):
+        user, high, treated = f"u{i}", i < 40, i % 2 == 0
+        record = decision(user, 0, "sent" if treated else "held_out")
+        record["risk"] = 0.9 - i / 1000 if high else 0.2 - i / 1000
+        decisions.append(record)
+        if (high and treated) or not high:
+            events.append(purchase(user, 5))
+    events.append(Event("end", "x", EventType.VIEW, T0 + 40 * DAY))
+
+    qini = {round(point["share"], 2): point for point in effect_report(decisions, events, 30)["qini_curve"]}
+
+    assert qini[0.5]["users"] == 40 and qini[0.5]["incremental_retained"] == pytest.approx(20.0)
+    assert qini[1.0]["incremental_retained"] == pytest.approx(20.0)  # the low-risk half adds nothing
+    assert qini[0.5]["random"] == pytest.approx(10.0)
+    assert qini[0.5]["incremental_retained"] > qini[0.5]["random"]
