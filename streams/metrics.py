@@ -60,7 +60,8 @@ class Metrics(NamedTuple):
     drift_window_scores: Gauge
     outcomes: Counter
     outcomes_pending: Gauge
-    outcome_scores_skipped: Counter
+    outcome_users: Gauge
+    outcome_users_left_silent: Counter
     model_live_roc_auc: Gauge
     model_live_brier: Gauge
     model_live_ece: Gauge
@@ -283,14 +284,19 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
         ),
         outcomes_pending=Gauge(
             f"{prefix}_outcomes_pending",
-            "Sampled scores waiting for their horizon to close, on this worker (at most RETENTION_OUTCOME_SAMPLE per"
-            " partition)",
+            "Cutoff scores of sampled users waiting for their horizon to close, on this worker",
             registry=registry,
         ),
-        outcome_scores_skipped=Counter(
-            f"{prefix}_outcome_scores_skipped_total",
-            "Scores not sampled for an outcome because their partition's sample was full (raise"
-            " RETENTION_OUTCOME_SAMPLE)",
+        outcome_users=Gauge(
+            f"{prefix}_outcome_users",
+            "Users in the outcome sample on this worker (at most RETENTION_OUTCOME_SAMPLE per partition): each is"
+            " scored as of every cutoff while sampled",
+            registry=registry,
+        ),
+        outcome_users_left_silent=Counter(
+            f"{prefix}_outcome_users_left_silent_total",
+            "Sampled users who left the outcome sample silent past the bundle's max_silence_days at a cutoff (as"
+            " training leaves such rows out)",
             registry=registry,
         ),
         model_live_roc_auc=Gauge(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from retention_model.errors import BundleError
+from retention_model.features.state import DAY_MS
 from retention_model.model.bundle import resolve_bundle
 from retention_model.model.scorer import ChurnModel
 from retention_model.pipeline.records import Inference, ModelCall
@@ -54,12 +55,14 @@ class Models:
             return inference
 
         meta = model.meta_
+        silence_days = meta.max_silence_days if meta is not None else 120.0
         return ModelCall(
             infer,
             model.version,
             recommender,
             shadow.version if shadow is not None else None,
             horizon_ms=int((meta.horizon_days if meta is not None else 30.0) * 86_400_000),
+            max_silence_ms=None if silence_days is None else int(silence_days * DAY_MS),
         )
 
     async def maybe_reload(self) -> None:

@@ -60,8 +60,10 @@ class QualityMonitor:
         metrics = self.metrics
         if counts.outcomes_pending is not None:
             metrics.outcomes_pending.set(counts.outcomes_pending)
-        if counts.outcome_skipped:
-            metrics.outcome_scores_skipped.inc(counts.outcome_skipped)
+        if counts.outcome_users is not None:
+            metrics.outcome_users.set(counts.outcome_users)
+        if counts.outcome_left_silent:
+            metrics.outcome_users_left_silent.inc(counts.outcome_left_silent)
         for outcome in counts.resolved:
             score = outcome.score
             metrics.outcomes.labels("churned" if outcome.churned else "retained").inc()

@@ -117,8 +117,9 @@ class Settings:
     )
     outcome_sample: int = _setting(
         10_000,
-        "Scores waiting for their outcome, at most, per partition: each user's first score while they have none"
-        " waiting; a score offered when full is skipped (0: no outcomes, no live quality)",
+        "Users sampled for live quality, at most, per partition (a bottom-k sample by a hash of the user key):"
+        " each is scored as of every cutoff (multiples of the model's horizon in event time) and the score"
+        " resolved a horizon later, as training labels its rows (0: no outcomes, no live quality)",
         lo=0,
         hi=10_000_000,
     )

@@ -82,6 +82,12 @@ class BundleMeta:
         return float(self.training_data.get("horizon_days", 30))
 
     @property
+    def max_silence_days(self) -> float | None:
+        """Training left out rows of users silent longer than this (120 where the bundle does not say; None: none)."""
+        days = (self.training_data.get("filters") or {}).get("max_silence_days", 120)
+        return None if days is None else float(days)
+
+    @property
     def test_figures(self) -> dict[str, float]:
         """The bundle's own test figures (``metrics.test``) that live quality reads against, where recorded."""
         test = self.metrics.get("test") or {}

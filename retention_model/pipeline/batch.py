@@ -5,8 +5,8 @@ fold the events into the touched users' states; gather them, and the silent
 users whose timers fell due under the watermark, for one model call; derive the
 feature matrix; infer; decide; write states, timers and budget slices to the
 partition stores and build the output records; sample scores for the outcome
-join and publish the outcomes whose horizon the watermark passed
-(:mod:`.outcomes`). A re-score files the user's next
+join at cutoffs and publish the outcomes whose horizon the watermark passed
+(:mod:`.outcomes`, :mod:`.outcome_join`). A re-score files the user's next
 check, which may already be due under this batch's watermark (a replay covers
 days in one batch), so rounds of silent users follow until none is due.
 
@@ -27,7 +27,8 @@ from retention_model.pipeline.decode import DecodeLimits, decode_records
 from retention_model.pipeline.drift import count_bins
 from retention_model.pipeline.erase import confirmations, erase_users
 from retention_model.pipeline.fold import fold_events
-from retention_model.pipeline.outcomes import PendingScore
+from retention_model.pipeline.outcome_join import score_snapshots, snapshots_at_watermark, snapshots_before_fold
+from retention_model.pipeline.outcomes import Snapshot
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
 from retention_model.pipeline.partition import PartitionContext
 from retention_model.pipeline.records import BatchCounts, BatchResult, Candidates, ModelCall, RawRecord
@@ -37,7 +38,6 @@ from retention_model.pipeline.timers import collect_due
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
-from retention_model.policy.policy import in_holdout
 
 __all__ = ["MAX_SILENCE_ROUNDS", "BatchPipeline", "PipelineConfig"]
 
@@ -61,7 +61,7 @@ class PipelineConfig:
     state_ttl_ms: int | None = None
     #: Decoded states kept between batches (about 5 KB each; 0: none): see :mod:`.state_cache`.
     state_cache_users: int = 20_000
-    #: Scores pending an outcome per partition, at most (0: no outcome join).
+    #: Users sampled for the outcome join per partition, at most (0: no outcome join).
     outcome_sample: int = 0
 
 
@@ -111,6 +111,7 @@ class BatchPipeline:
         counts = result.counts
         wall_ms = self.clock()
         candidates = Candidates()
+        snapshots: list[tuple[PartitionContext, Snapshot]] = []
         for partition, records in batch.items():
             context = self.partition(partition)
             decoded = decode_records(records, watermark=context.watermark, wall_ms=wall_ms, limits=self.config.limits)
@@ -127,6 +128,8 @@ class BatchPipeline:
                 removed = erase_users(context, keys)
                 result.erasures.extend(confirmations(decoded.erasures, removed, partition, wall_ms))
                 counts.erased += sum(1 for state_bytes, _ in removed if state_bytes)
+            if context.outcomes is not None:  # before the fold: the states as of a cutoff the events pass
+                snapshots.extend((context, s) for s in snapshots_before_fold(context, decoded.events, model))
             folded = fold_events(decoded.events, context.stores.states, self.cache)
             counts.outcomes.update(folded.outcomes)
             counts.new_users += folded.new_users
@@ -146,22 +149,33 @@ class BatchPipeline:
                 break
             await self._score(silent, model, result)
         if self.config.outcome_sample:
-            self._resolve(partitions, result)
+            await self._resolve(partitions, snapshots, model, result)
         return result
 
-    def _resolve(self, partitions: list[int], result: BatchResult) -> None:
-        """Publish the sampled scores whose horizon closed below their partition's watermark."""
+    async def _resolve(
+        self,
+        partitions: list[int],
+        snapshots: list[tuple[PartitionContext, Snapshot]],
+        model: ModelCall,
+        result: BatchResult,
+    ) -> None:
+        """Score the cutoff snapshots; publish the scores whose horizon closed below their partition's watermark."""
         counts = result.counts
-        for partition in partitions:
-            context = self.partition(partition)
+        contexts = [self.partition(p) for p in partitions]
+        for context in contexts:
+            snapshots.extend((context, s) for s in snapshots_at_watermark(context, model))
+        await score_snapshots(snapshots, model, self.config.policy)
+        for context in contexts:
             sample = context.outcomes
             if sample is None:
                 continue
             for outcome in sample.resolve(context.watermark):
                 counts.resolved.append(outcome)
                 result.outcomes.append((outcome.key, orjson.dumps(outcome.record())))
-            counts.outcome_skipped += sample.take_skipped()
-        counts.outcomes_pending = sum(len(c.outcomes) for c in self._partitions.values() if c.outcomes is not None)
+            counts.outcome_left_silent += sample.take_left_silent()
+        samples = [c.outcomes for c in self._partitions.values() if c.outcomes is not None]
+        counts.outcomes_pending = sum(len(s) for s in samples)
+        counts.outcome_users = sum(len(s.members) for s in samples)
 
     def _collect_silent(self, candidates: Candidates, partitions: list[int], counts: BatchCounts) -> None:
         """Add the users whose silence timer fell due below their partition's watermark; drop the expired."""
@@ -215,7 +229,7 @@ class BatchPipeline:
             breaker=None if config.replay else self.breaker,
         )
         if config.outcome_sample:
-            self._sample(candidates, scored, model)
+            self._enroll(candidates, scored, model)
         if budgets is not None:
             for partition in sorted(set(candidates.partitions)):
                 self.partition(partition).save_budget()
@@ -235,15 +249,9 @@ class BatchPipeline:
             config=policy,
         )
 
-    def _sample(self, candidates: Candidates, scored: list[ScoredUser], model: ModelCall) -> None:
-        """Offer each score to its partition's outcome sample (taken when the user has none pending)."""
-        policy = self.config.policy
-        for key, user, partition, trigger in zip(candidates.keys, scored, candidates.partitions, candidates.triggers):
+    def _enroll(self, candidates: Candidates, scored: list[ScoredUser], model: ModelCall) -> None:
+        """Offer each scored user to their partition's outcome sample (see :mod:`.outcomes`)."""
+        for key, user, partition in zip(candidates.keys, scored, candidates.partitions):
             sample = self.partition(partition).outcomes
-            if sample is None or key in sample.pending:
-                continue
-            holdout = in_holdout(user.user_id, policy)
-            score = PendingScore(
-                user.user_id, user.now_ms, model.horizon_ms, user.risk, user.tier, model.version, holdout, trigger
-            )
-            sample.offer(key, score)
+            if sample is not None:
+                sample.enroll(key, user.user_id, user.now_ms, model.horizon_ms)

@@ -167,6 +167,8 @@ class ModelCall:
     reference: FeatureReference | None = None
     #: The model's label horizon (ms): P(no purchase within it) is what ``risks`` are.
     horizon_ms: int = 30 * 86_400_000
+    #: Users silent longer than this at a cutoff had no training rows (the bundle's filter); None: no limit.
+    max_silence_ms: int | None = 120 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -205,12 +207,13 @@ class BatchCounts:
     feature_bins: np.ndarray | None = None
     feature_rows: int = 0
     feature_reference: FeatureReference | None = None
-    #: Sampled scores whose horizon closed in this batch (see :mod:`.outcomes`).
+    #: Cutoff scores whose horizon closed in this batch (see :mod:`.outcomes`).
     resolved: list[Outcome] = field(default_factory=list)
-    #: Scores not sampled because their partition's sample was full.
-    outcome_skipped: int = 0
-    #: Scores pending in every partition's sample after this batch (None: outcomes off).
+    #: Sampled users who left the sample in this batch, silent past the bundle's limit at a cutoff.
+    outcome_left_silent: int = 0
+    #: Cutoff scores pending, and users sampled, in every partition after this batch (None: outcomes off).
     outcomes_pending: int | None = None
+    outcome_users: int | None = None
 
 
 @dataclass(slots=True)

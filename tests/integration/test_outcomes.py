@@ -1,9 +1,11 @@
-"""Outcomes in the stream: a worker on the real broker joins its own scores with what users did next.
+"""Outcomes in the stream: a worker on the real broker scores its sampled users at each cutoff and
+joins those scores with what the users did next.
 
-40 users buy every 5 days; half stop after day 30. Each outcome on the outcomes
-topic must name a score the worker published, say churned exactly when the
-events hold no purchase within 30 days after it, and the live quality gauges
-must be the figures of those outcomes.
+40 users buy every 5 days; half stop after day 30. Every user is sampled, so each
+30-day cutoff whose horizon closed must come back for every user seen before it,
+with the risk the bundled model gives the offline features as of that cutoff,
+churned exactly when the events hold no purchase within 30 days after it; the
+live quality gauges must be the figures of those outcomes.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ import itertools
 import json
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
 from retention_model.events import Event, EventType, encode_event
+from retention_model.features.offline import features_at
 from retention_model.features.state import DAY_MS
+from retention_model.model.bundle import resolve_bundle
+from retention_model.model.scorer import ChurnModel
 from retention_model.monitoring.quality import live_quality
+from retention_model.pipeline.outcomes import cutoff_after
 from retention_model.policy.policy import iso_ms
 from streams.producer import produce_records
+from streams.settings import BUNDLED_MODEL
 
 from .helpers import REPO, fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric, worker_env
 from .test_silence import T0, buyer_events
@@ -30,7 +38,11 @@ from .test_silence import T0, buyer_events
 pytestmark = pytest.mark.integration
 
 
-def test_each_sampled_score_comes_back_with_its_outcome(broker: str, tmp_path: Path) -> None:
+def parse_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_each_sampled_user_comes_back_at_each_cutoff_with_its_outcome(broker: str, tmp_path: Path) -> None:
     settings = fresh_settings(broker, tmp_path, outcome_sample=1000, quality_window_days=365.0)  # the whole run
     quitters = [f"q{i:02d}" for i in range(20)]
     stayers = [f"s{i:02d}" for i in range(20)]
@@ -44,15 +56,14 @@ def test_each_sampled_score_comes_back_with_its_outcome(broker: str, tmp_path: P
             purchases[event.user_id].append(event.ts_ms)
 
     with running_worker(settings, tmp_path / "worker.log"):
-        # Ten days at a time, each slice consumed before the next: a user is scored once per
-        # batch, so one batch of all 150 days would score each user once, at their last event.
+        # Ten days at a time, each slice consumed before the next, as a live stream comes.
         sent = 0
         for _, group in itertools.groupby(records, key=lambda r: (r[3] - T0) // (10 * DAY_MS)):
             chunk = [r[:3] for r in group]
             produce_records(settings, chunk)
             sent += len(chunk)
             wait_for_metric(settings, "retention_events_total", sent)
-        wait_for_metric(settings, "retention_outcomes_total", 40)
+        wait_for_metric(settings, "retention_outcomes_total", 40 * 4)  # cutoffs on days 11, 41, 71, 101
         samples = settled_metrics(settings, quiet_s=2.0)
         outcomes = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.outcomes_topic, settings.partitions)]
         report_path = tmp_path / "model.json"
@@ -63,33 +74,30 @@ def test_each_sampled_score_comes_back_with_its_outcome(broker: str, tmp_path: P
             capture_output=True,
             timeout=120,
         )
-        scores = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.scores_topic, settings.partitions)]
 
     assert sum(v for _, v in samples["retention_outcomes_total"]) == len(outcomes)
-    published = {(s["user_id"], s["event_time"]): s for s in scores}
-    by_user: dict[str, list[dict[str, object]]] = defaultdict(list)
+    horizon = 30 * DAY_MS
+    closed = [c for c in range(cutoff_after(T0, horizon), events[-1].ts_ms - horizon, horizon)]
+    assert len(closed) >= 3 and {o["scored_at"] for o in outcomes} == {iso_ms(c) for c in closed}
+    # One outcome per user per closed cutoff, none twice.
+    assert Counter((o["user_id"], o["scored_at"]) for o in outcomes) == {
+        (u, iso_ms(c)): 1 for u in quitters + stayers for c in closed
+    }
+    # The risk is the bundled model's on the offline features as of the cutoff (one feature code).
+    per_user: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        per_user[event.user_id].append(event)
+    keys, matrix = features_at(per_user, [(o["user_id"], parse_ms(o["scored_at"])) for o in outcomes])
+    offline = dict(zip(keys, ChurnModel(resolve_bundle(BUNDLED_MODEL), device="cpu").load().score_many(matrix)))
     for outcome in outcomes:
-        score = published[outcome["user_id"], outcome["scored_at"]]  # a score the worker published
-        assert (outcome["risk"], outcome["tier"], outcome["model_version"]) == (
-            score["risk"],
-            score["tier"],
-            score["model_version"],
-        )
-        scored = next(
-            s for s in scores if s["user_id"] == outcome["user_id"] and s["event_time"] == outcome["scored_at"]
-        )
-        assert outcome["trigger"] == scored["trigger"]
+        assert outcome["trigger"] == "cutoff" and outcome["horizon_days"] == 30
+        assert outcome["risk"] == pytest.approx(offline[outcome["user_id"], parse_ms(outcome["scored_at"])], abs=2e-6)
         start = [t for t in purchases[outcome["user_id"]] if iso_ms(t) > outcome["scored_at"]]
         within = [t for t in start if iso_ms(t) <= outcome["resolved_at"]]
         assert outcome["churned"] is (not within), outcome
         assert outcome["purchased_at"] == (iso_ms(min(within)) if within else None)
-        by_user[outcome["user_id"]].append(outcome)
-    for user, resolved in by_user.items():  # one score pending per user at a time
-        resolved.sort(key=lambda o: str(o["scored_at"]))
-        assert all(str(b["scored_at"]) >= str(a["resolved_at"]) for a, b in itertools.pairwise(resolved)), user
-    assert set(by_user) == set(quitters) | set(stayers)  # every user's first score resolved
-    assert any(o["churned"] for u in quitters for o in by_user[u])
-    assert not any(o["churned"] for u in stayers for o in by_user[u])
+    assert any(o["churned"] for o in outcomes if o["user_id"] in quitters)
+    assert not any(o["churned"] for o in outcomes if o["user_id"] in stayers)
 
     version = outcomes[0]["model_version"]
     figures = live_quality(

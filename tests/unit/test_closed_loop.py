@@ -7,16 +7,12 @@ time. The effect report's 95% interval must then contain the simulator's true up
 
 from __future__ import annotations
 
-import asyncio
-import zlib
-from collections import Counter
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 
-from retention_model.events import Event, EventType, encode_event
+from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.state import DAY_MS
 from retention_model.pipeline import (
@@ -26,11 +22,11 @@ from retention_model.pipeline import (
     MemoryStores,
     ModelCall,
     PipelineConfig,
-    Record,
 )
 from retention_model.policy.config import PolicyConfig
 from training.closed_loop import LoopFeed, Responder
 from training.effect import effect_report, headline
+from training.loop_replay import run_closed_loop
 from training.simulator import SimConfig, simulate_users
 
 PARTITIONS = 4
@@ -54,40 +50,16 @@ def run_loop(
     responder: Responder, per_user: list[list[Event]], holdout_share: float, batch_size: int = 500
 ) -> tuple[list[dict[str, Any]], list[Event]]:
     """The log through the pipeline with the responder in the loop: (decisions, every event the worker saw)."""
-    import heapq
-
     wall_ms = max(events[-1].ts_ms for events in per_user if events) + DAY_MS
     pipeline = BatchPipeline(
         PipelineConfig(PolicyConfig(holdout_share=holdout_share), partitions=PARTITIONS, limits=LIMITS, replay=True),
         MemoryStores(),
         clock=lambda: wall_ms,
     )
-    model = noisy_recency_model()
-    feed = LoopFeed(heapq.merge(*per_user, key=lambda e: e.ts_ms))
-    offsets = Counter[int]()
-    decisions: list[dict[str, Any]] = []
-    batch: dict[int, list[Record]] = {}
-    size = 0
-
-    def flush() -> None:
-        result = asyncio.run(pipeline.process(batch, model))
-        decisions.extend(orjson.loads(v) for _, v in result.decisions)
-        for records in result.interventions.values():
-            for _, value in records:
-                feed.add(responder.respond(orjson.loads(value)))
-
-    for event in feed:
-        key = event.user_id.encode()
-        partition = zlib.crc32(key) % PARTITIONS
-        batch.setdefault(partition, []).append(Record(key, encode_event(event), offsets[partition], event.ts_ms))
-        offsets[partition] += 1
-        size += 1
-        if size == batch_size:
-            flush()
-            batch, size = {}, 0
-    if batch:
-        flush()
-    return decisions, feed.emitted
+    run = run_closed_loop(
+        pipeline, noisy_recency_model(), per_user, responder, partitions=PARTITIONS, batch_size=batch_size
+    )
+    return run.decisions, run.events
 
 
 @pytest.fixture(scope="module")

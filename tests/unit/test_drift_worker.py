@@ -44,7 +44,9 @@ class FakeModel:
 
     def __init__(self, version: str, extras: dict[str, Any]) -> None:
         self.version = version
-        self.meta_ = SimpleNamespace(extras=extras, feature_names=FEATURE_NAMES, horizon_days=30.0, test_figures={})
+        self.meta_ = SimpleNamespace(
+            extras=extras, feature_names=FEATURE_NAMES, horizon_days=30.0, max_silence_days=120.0, test_figures={}
+        )
 
     def score_many(self, features: np.ndarray) -> np.ndarray:
         return np.full(len(features), 0.5)

@@ -35,13 +35,16 @@ def test_outcomes_become_live_figures_per_version() -> None:
     metrics = metrics_module.create(registry)
     monitor = QualityMonitor(metrics, window_days=30, clock=iter(range(100)).__next__)
     rows = [(0.9, True), (0.8, True), (0.75, False), (0.3, False), (0.2, True), (0.1, False)]
-    counts = BatchCounts(resolved=[outcome("v1", r, c) for r, c in rows], outcomes_pending=7, outcome_skipped=2)
+    counts = BatchCounts(
+        resolved=[outcome("v1", r, c) for r, c in rows], outcomes_pending=7, outcome_users=5, outcome_left_silent=2
+    )
     counts.resolved.append(outcome("v2", 0.5, True))
     monitor.record(counts)
     assert registry.get_sample_value("retention_outcomes_total", {"outcome": "churned"}) == 4
     assert registry.get_sample_value("retention_outcomes_total", {"outcome": "retained"}) == 3
     assert registry.get_sample_value("retention_outcomes_pending") == 7
-    assert registry.get_sample_value("retention_outcome_scores_skipped_total") == 2
+    assert registry.get_sample_value("retention_outcome_users") == 5
+    assert registry.get_sample_value("retention_outcome_users_left_silent_total") == 2
     labels, risks = [c for _, c in rows], [r for r, _ in rows]
     assert gauge(registry, "retention_model_live_roc_auc", "v1") == pytest.approx(roc_auc(labels, risks))
     assert gauge(registry, "retention_model_live_outcomes", "v1") == 6
