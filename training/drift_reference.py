@@ -100,8 +100,12 @@ class ReferenceBuilder:
             self._blocks.append(feature_matrix(self._copies, self._times).astype(np.float32))
             self._copies, self._times = [], []
 
-    def finish(self) -> FeatureReference | None:
-        """The reference (None when no event fell in the window)."""
+    def rows(self) -> np.ndarray | None:
+        """The feature rows (in :data:`FEATURE_NAMES` order; None when no event fell in the window).
+
+        Also what ``retention report model --events`` counts into a bundle's bins:
+        the live side of its PSI is then drawn exactly as the reference was.
+        """
         for user, at in self._pending.items():
             self._snapshot(self._states[user], at)
         self._pending.clear()
@@ -111,6 +115,13 @@ class ReferenceBuilder:
         matrix = np.concatenate(self._blocks).astype(np.float64)
         if len(matrix) > self.max_rows:
             matrix = matrix[np.sort(self._rng.choice(len(matrix), size=self.max_rows, replace=False))]
+        return matrix
+
+    def finish(self) -> FeatureReference | None:
+        """The reference (None when no event fell in the window)."""
+        matrix = self.rows()
+        if matrix is None:
+            return None
         source = f"features after each event in the {self.days} days before the cutoff ({len(matrix)} rows)"
         return FeatureReference.fit(matrix, FEATURE_NAMES, bins=DEFAULT_BINS, source=source)
 

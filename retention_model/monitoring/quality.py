@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,17 +25,22 @@ __all__ = [
     "QualityWindow",
     "brier_score",
     "calibration_table",
+    "cumulative_gains",
     "expected_calibration_error",
     "lift_by_decile",
     "live_quality",
     "outcome_quality",
     "quality_report",
     "roc_auc",
+    "score_distribution",
     "top_tier_lift",
 ]
 
 #: Equal-width risk bins of the expected calibration error (as in ``training.metrics``).
 CALIBRATION_BINS = 10
+#: Spans of score time up to this many days are shown per day, longer ones per week.
+DAILY_UP_TO_DAYS = 14
+_DAY_MS = 86_400_000
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -160,6 +165,12 @@ def calibration_table(churned: np.ndarray, risks: np.ndarray, bins: int = CALIBR
     return out
 
 
+def _risk_groups(risks: np.ndarray) -> list[np.ndarray]:
+    """Row indices ranked by risk, highest first (ties in input order), in ten near-equal groups."""
+    order = np.argsort(-np.asarray(risks, dtype=np.float64), kind="mergesort")
+    return [rows for rows in np.array_split(order, 10) if len(rows)]
+
+
 def lift_by_decile(churned: np.ndarray, risks: np.ndarray) -> list[dict[str, Any]]:
     """Scores ranked by risk, highest first, in ten near-equal groups: n, churn rate and lift over the base rate.
 
@@ -168,12 +179,9 @@ def lift_by_decile(churned: np.ndarray, risks: np.ndarray) -> list[dict[str, Any
         [2.0, 2.0]
     """
     labels = np.asarray(churned, dtype=np.float64)
-    order = np.argsort(-np.asarray(risks, dtype=np.float64), kind="mergesort")
     base = float(labels.mean()) if len(labels) else 0.0
     out = []
-    for decile, rows in enumerate(np.array_split(order, 10), start=1):
-        if len(rows) == 0:
-            continue
+    for decile, rows in enumerate(_risk_groups(risks), start=1):
         rate = float(labels[rows].mean())
         out.append(
             {
@@ -186,29 +194,107 @@ def lift_by_decile(churned: np.ndarray, risks: np.ndarray) -> list[dict[str, Any
     return out
 
 
-def quality_report(outcomes: Sequence[Mapping[str, Any]], window_days: float | None = None) -> dict[str, Any]:
-    """Live figures of outcome records: all, per model version, the holdout alone, and calibration by bin.
+def cumulative_gains(churned: np.ndarray, risks: np.ndarray) -> list[dict[str, Any]]:
+    """Share of all churners among the riskiest tenths, beside random targeting's (the share of scores taken).
+
+    The same ten groups as :func:`lift_by_decile`: how much of the churn a campaign
+    reaching the top x% by risk would reach. ``gain`` is None without a churner.
+
+    Examples:
+        >>> [g["gain"] for g in cumulative_gains(np.array([1] * 10 + [0] * 10), np.linspace(1, 0, 20))][:5]
+        [0.2, 0.4, 0.6, 0.8, 1.0]
+    """
+    labels = np.asarray(churned, dtype=np.float64)
+    total = float(labels.sum())
+    out, taken, captured = [], 0, 0.0
+    for decile, rows in enumerate(_risk_groups(risks), start=1):
+        taken += len(rows)
+        captured += float(labels[rows].sum())
+        out.append(
+            {
+                "decile": decile,
+                "top_share": round(taken / len(labels), 6),
+                "churners": int(captured),
+                "gain": round(captured / total, 6) if total else None,
+                "random": round(taken / len(labels), 6),
+            }
+        )
+    return out
+
+
+def score_distribution(
+    churned: np.ndarray,
+    risks: np.ndarray,
+    times_ms: np.ndarray,
+    period: Literal["auto", "day", "week"] = "auto",
+) -> dict[str, Any]:
+    """Risk quantiles and churn rate per day or week (UTC, weeks from Monday) of ``times_ms``.
+
+    Who gets scored moves before quality does: a risk distribution creeping up
+    with a flat churn rate is a shift in the traffic or a model reading it wrong.
+    ``auto`` is per day over spans up to :data:`DAILY_UP_TO_DAYS` days, else per week.
+    """
+    labels = np.asarray(churned, dtype=np.float64)
+    scores = np.asarray(risks, dtype=np.float64)
+    days = np.asarray(times_ms, dtype=np.int64) // _DAY_MS
+    if period == "auto":
+        period = "day" if len(days) == 0 or days.max() - days.min() < DAILY_UP_TO_DAYS else "week"
+    # Day 0 (1970-01-01) was a Thursday: three days back is a Monday.
+    starts = days if period == "day" else days - (days + 3) % 7
+    buckets = []
+    for start in np.unique(starts):
+        mask = starts == start
+        p10, p50, p90 = np.quantile(scores[mask], [0.1, 0.5, 0.9])
+        buckets.append(
+            {
+                "start": datetime.fromtimestamp(int(start) * 86_400, tz=UTC).date().isoformat(),
+                "n": int(mask.sum()),
+                "mean_risk": round(float(scores[mask].mean()), 6),
+                "p10": round(float(p10), 6),
+                "p50": round(float(p50), 6),
+                "p90": round(float(p90), 6),
+                "churn_rate": round(float(labels[mask].mean()), 6),
+            }
+        )
+    return {"period": period, "buckets": buckets}
+
+
+def quality_report(
+    outcomes: Sequence[Mapping[str, Any]],
+    window_days: float | None = None,
+    period: Literal["auto", "day", "week"] = "auto",
+) -> dict[str, Any]:
+    """Live figures of outcome records: all, per model version, the holdout alone, and the ranking figures.
 
     ``window_days`` keeps the outcomes resolved within that many days before the
     latest one (the worker's window); None keeps all. The holdout's figures are the
     model untouched by what it triggered: a coupon that brings a user back makes a
-    right "high risk" look wrong.
+    right "high risk" look wrong. The score distribution is bucketed by when the
+    scores were made (``scored_at``), or by ``resolved_at`` when a record lacks it.
     """
     if window_days is not None and outcomes:
-        ends = [datetime.fromisoformat(o["resolved_at"]).timestamp() for o in outcomes]
-        start = max(ends) - window_days * 86_400
+        ends = [_ms(o["resolved_at"]) for o in outcomes]
+        start = max(ends) - window_days * _DAY_MS
         outcomes = [o for o, end in zip(outcomes, ends, strict=True) if end > start]
     versions = sorted({str(o["model_version"]) for o in outcomes})
     labels = np.array([bool(o["churned"]) for o in outcomes])
     risks = np.array([float(o["risk"]) for o in outcomes])
+    time_key = "scored_at" if all(o.get("scored_at") for o in outcomes) else "resolved_at"
+    times = np.array([_ms(o[time_key]) for o in outcomes], dtype=np.int64)
     return {
         "model_live": outcome_quality(outcomes).as_dict(),
         "by_version": {v: outcome_quality(o for o in outcomes if o["model_version"] == v).as_dict() for v in versions},
         "holdout": outcome_quality(o for o in outcomes if o.get("holdout")).as_dict(),
         "calibration": calibration_table(labels, risks),
         "lift_by_decile": lift_by_decile(labels, risks),
+        "cumulative_gains": cumulative_gains(labels, risks),
+        "score_distribution": {"time": time_key, **score_distribution(labels, risks, times, period)},
         "window_days": window_days,
     }
+
+
+def _ms(text: str) -> int:
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
 
 
 class QualityWindow:

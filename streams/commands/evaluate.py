@@ -47,9 +47,11 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     """Targeting rules on the simulator's ground truth, and uplift learners on Hillstrom."""
     setup_logging("info")
     from training.uplift import evaluate_policy
+    from training.uplift.report import write_policy_report
 
     report = evaluate_policy(args.model, users=args.users, budget_share=args.budget_share, hillstrom=args.hillstrom)
     print_report(report, args.json)
+    print("wrote " + ", ".join(str(p) for p in write_policy_report(report, args.out)))
     return 0
 
 
@@ -152,6 +154,9 @@ def register_policy(evaluate: Any) -> None:
     p.add_argument("--budget-share", type=float, default=0.2, help="share of eligible users who get a coupon")
     p.add_argument("--hillstrom", default=str(DEFAULT_HILLSTROM), help="path of hillstrom.csv")
     p.add_argument("--json", help="also write the report to this file")
+    p.add_argument(
+        "--out", default="policy-evaluation", help="folder for policy.md, policy.json and the Qini plot policy-qini.png"
+    )
     p.set_defaults(func=cmd_evaluate_policy)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streams.commands.common import add_broker_wait, load_settings
+from streams.commands.common import add_broker_wait, add_skip_invalid, load_settings, report_skipped
 from streams.settings import add_settings_flags
 
 __all__ = ["register"]
@@ -50,13 +50,16 @@ def cmd_report_effect(args: argparse.Namespace) -> int:
 
 
 def cmd_report_model(args: argparse.Namespace) -> int:
-    """Live model quality from the outcomes topic (or a file of its records): figures, per version, calibration."""
+    """Live model quality from the outcomes topic (or a file of its records); PSI by feature from an event log."""
     import json
 
     import orjson
 
     from retention_model.monitoring.quality import quality_report
+    from training.model_report import bundle_feature_reference, log_feature_psi, model_markdown, plot_model
 
+    # The bundle is checked first: a refusal comes before any reading.
+    reference = bundle_feature_reference(load_settings(args).model_path) if args.events else None
     if args.outcomes:
         values: Any = Path(args.outcomes).read_bytes().splitlines()
     else:
@@ -67,71 +70,48 @@ def cmd_report_model(args: argparse.Namespace) -> int:
         require_broker(settings, args.broker_wait_s)
         values = read_topic_values(settings, settings.outcomes_topic)
     outcomes = [orjson.loads(v) for v in values if v.strip()]
-    report = quality_report(outcomes, window_days=args.window_days)
-    print(_model_markdown(report))
+    report = quality_report(outcomes, window_days=args.window_days, period=args.period)
+    report["feature_psi"] = None
+    if reference is not None:
+        from training.drift_reference import REFERENCE_DAYS
+        from training.replay import EventLog
+
+        log = EventLog(args.events, skip_invalid=args.skip_invalid)
+        days = args.psi_days or REFERENCE_DAYS
+        report["feature_psi"] = log_feature_psi(log, args.events, *reference, days=days)
+        report_skipped(args.events, log.skipped)
+    plot = Path(args.plot) if args.plot and report["model_live"]["n"] else None
+    link = None if plot is None else _relative(plot, Path(args.md).parent) if args.md else args.plot
+    markdown = model_markdown(report, link)
+    print(markdown)
+    written = []
+    if args.md:
+        Path(args.md).write_text(markdown + "\n")
+        written.append(args.md)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    if args.plot and report["model_live"]["n"]:
-        _plot_model(report, Path(args.plot))
-        print(f"wrote {args.plot}")
+        written.append(args.json)
+    if plot:
+        plot_model(report, plot)
+        written.append(args.plot)
+    if written:
+        print("wrote " + ", ".join(written))
     return 0
 
 
-def _plot_model(report: dict[str, Any], path: Path) -> None:
-    """Calibration (observed vs mean risk per bin, with its count) and lift by risk decile, side by side."""
-    import matplotlib
+def _relative(path: Path, start: Path) -> str:
+    """``path`` as a Markdown file in ``start`` links to it."""
+    import os
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (calibration, lift) = plt.subplots(1, 2, figsize=(11, 4.5))
-    bins = report["calibration"]
-    calibration.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
-    calibration.plot([b["mean_risk"] for b in bins], [b["churn_rate"] for b in bins], marker="o", label="live")
-    for b in bins:
-        calibration.annotate(
-            f"n={b['n']}", (b["mean_risk"], b["churn_rate"]), fontsize=7, xytext=(3, -10), textcoords="offset points"
-        )
-    calibration.set(
-        xlabel="mean risk in bin", ylabel="churned within the horizon", title="Calibration", xlim=(0, 1), ylim=(0, 1)
-    )
-    calibration.legend()
-    deciles = report["lift_by_decile"]
-    lift.bar([d["decile"] for d in deciles], [d["lift"] or 0 for d in deciles])
-    lift.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    lift.set(xlabel="risk decile (1: highest risk)", ylabel="churn rate / base rate", title="Lift by decile")
-    live = report["model_live"]
-    fig.suptitle(f"Live quality over {live['n']} outcomes (ROC-AUC {live['roc_auc']}, Brier {live['brier']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def _model_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables: figures per version (and the holdout), then calibration by risk bin."""
-    names = ("n", "roc_auc", "brier", "ece", "top_tier_lift", "churn_rate")
-    rows = [("all", report["model_live"]), *report["by_version"].items(), ("holdout only", report["holdout"])]
-    lines = ["| outcomes | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(_cell(figures[n]) for n in names) + " |" for label, figures in rows]
-    if not report["model_live"]["n"]:
-        lines.append("\nno outcome yet: no sampled score's horizon has closed (see RETENTION_OUTCOME_SAMPLE)")
-    lines += ["", "| risk decile | n | churned | lift |", "|---|---|---|---|"]
-    lines += [
-        f"| {d['decile']} | {d['n']} | {d['churn_rate']:.3f} | {_cell(d['lift'])} |" for d in report["lift_by_decile"]
-    ]
-    lines += ["", "| risk bin | n | mean risk | churned |", "|---|---|---|---|"]
-    lines += [
-        f"| {b['risk_from']:.1f}-{b['risk_to']:.1f} | {b['n']} | {b['mean_risk']:.3f} | {b['churn_rate']:.3f} |"
-        for b in report["calibration"]
-    ]
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _days(text: str) -> int:
+    """A whole number of days, at least 1; argparse prints the refusal as one usage line."""
+    if not text.strip().isdigit() or int(text) < 1:
+        msg = f"expected a whole number of days >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
 
 
 def register(sub: Any) -> None:
@@ -153,13 +133,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_report_effect)
     p = report.add_parser(
         "model",
-        help="live model quality from the outcomes topic (or --outcomes FILE): ROC-AUC, Brier, calibration, "
-        "top-tier lift, per model version and for the holdout, calibration by risk bin, lift by decile",
+        help="live model quality from the outcomes topic (or --outcomes FILE), per version and for the holdout: "
+        "ROC-AUC, Brier, calibration, lift, cumulative gains, scores over time; PSI by feature with --events",
     )
     p.add_argument("--outcomes", help="JSONL of retention.outcomes records (default: read the topic)")
     p.add_argument("--window-days", type=float, help="only outcomes resolved this many days before the latest")
+    p.add_argument(
+        "--period",
+        choices=("auto", "day", "week"),
+        default="auto",
+        help="scores over time per day or week of scored_at (auto: per day over spans up to 14 days)",
+    )
+    p.add_argument(
+        "--events",
+        help="event log (.jsonl, .parquet, .csv) for PSI by feature: the features after each event in its last "
+        "--psi-days days against the training reference of the bundle (--model-path), in the reference's bins, "
+        "with the function the worker's retention_feature_psi uses (no topic carries the live distributions)",
+    )
+    p.add_argument(
+        "--psi-days",
+        type=_days,
+        help="days before the log's last event PSI covers (default: the span the reference was drawn from, 30)",
+    )
+    add_skip_invalid(p)
     p.add_argument("--json", help="also write the figures as JSON here")
-    p.add_argument("--plot", help="also write a PNG here: calibration with counts per bin, lift by risk decile")
-    add_settings_flags(p, ("broker", "outcomes_topic"))
+    p.add_argument("--md", help="also write the Markdown here (it links the --plot PNG)")
+    p.add_argument(
+        "--plot",
+        help="also write a PNG here: calibration with counts per bin, cumulative gains, lift by risk decile, "
+        "scores over time, PSI by feature",
+    )
+    add_settings_flags(p, ("broker", "outcomes_topic", "model_path"))
     add_broker_wait(p)
     p.set_defaults(func=cmd_report_model)

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from retention_model.events import Event, EventType, encode_event
-from retention_model.features.state import DAY_MS
+from retention_model.features.definitions import FEATURE_NAMES
+from retention_model.features.state import DAY_MS, UserState, apply_event
 from retention_model.pipeline import (
     BatchPipeline,
     DecodeLimits,
@@ -20,8 +21,6 @@ from retention_model.pipeline import (
     PipelineConfig,
     Record,
 )
-from retention_model.features.definitions import FEATURE_NAMES
-from retention_model.features.state import UserState, apply_event
 from retention_model.pipeline.outcomes import (
     Outcome,
     OutcomeSample,

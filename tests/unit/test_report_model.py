@@ -56,7 +56,8 @@ def test_the_command_prints_markdown_and_writes_json(tmp_path: Path, capsys: pyt
     assert main(["report", "model", "--outcomes", str(source), "--json", str(out), "--plot", str(plot)]) == 0
     printed = capsys.readouterr().out
     assert "| v2 | 3 |" in printed and "| holdout only | 2 |" in printed
-    assert json.loads(out.read_text()) == json.loads(json.dumps(quality_report(OUTCOMES)))
+    # Without --events, no PSI: the key is there, empty.
+    assert json.loads(out.read_text()) == json.loads(json.dumps({**quality_report(OUTCOMES), "feature_psi": None}))
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

@@ -186,14 +186,18 @@ def test_evaluate_policy_command_writes_the_three_targeting_figures(tmp_path: Pa
     from streams.cli import main
 
     out = tmp_path / "policy.json"
-    assert (
-        main(["evaluate", "policy", "--users", "600", "--hillstrom", str(tmp_path / "absent.csv"), "--json", str(out)])
-        == 0
-    )
+    args = ["evaluate", "policy", "--users", "600", "--hillstrom", str(tmp_path / "absent.csv"), "--json", str(out)]
+    assert main([*args, "--out", str(tmp_path / "policy")]) == 0
     report = json.loads(out.read_text())
     assert {"random", "top_risk", "uplift", "oracle", "uplift_vs_top_risk", "hillstrom"} <= set(report)
     assert report["setup"]["coupons"] == round(0.2 * report["setup"]["eligible_users"])
     assert "skipped" in report["hillstrom"]
+    # A Qini curve per learner and for the churn model's ranking; all rank the same users, so they end alike.
+    curves = report["simulation_qini_curves"]
+    assert set(curves) == {"top_risk"} | {f"{a}/{b}" for a in APPROACHES for b in BASES}
+    assert len({round(c[-1]["incremental_retained"], 6) for c in curves.values()}) == 1
+    assert json.loads((tmp_path / "policy" / "policy.json").read_text()) == report
+    assert (tmp_path / "policy" / "policy-qini.png").is_file()
 
 
 def test_uplift_targeting_retains_more_users_than_top_risk_targeting(

@@ -7,12 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from training.effect import qini_curve
 from training.simulator import SimConfig
 from training.uplift.campaign import CampaignConfig, simulate_campaign
 from training.uplift.learners import APPROACHES, BASES, fit_served_uplift, fit_uplift
 from training.uplift.qini_curve import qini
 
-__all__ = ["evaluate_hillstrom", "evaluate_policy"]
+__all__ = ["evaluate_hillstrom", "evaluate_policy", "ranked_qini_curve"]
+
+
+def ranked_qini_curve(scores: np.ndarray, treated: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
+    """The Qini curve of a ranking at each twentieth, beside random targeting (``retention report effect``'s)."""
+    rows = zip(np.asarray(scores, dtype=float).tolist(), treated.astype(bool).tolist(), y.astype(bool).tolist())
+    return qini_curve(list(rows))
 
 
 def evaluate_hillstrom(path: str | Path, seed: int = 42) -> dict[str, Any]:
@@ -29,19 +36,24 @@ def evaluate_hillstrom(path: str | Path, seed: int = 42) -> dict[str, Any]:
     ).to_numpy(dtype=np.float64)
     x[:, 1] = np.log1p(x[:, 1])  # history: spend, heavy-tailed
     out: dict[str, Any] = {"rows": len(frame), "treated_share": float(treated.mean()), "split": "70/30, seed 42"}
+    curves: dict[str, dict[str, Any]] = {}
     for outcome in ("visit", "conversion"):
         y = frame[outcome].to_numpy()
         idx_train, idx_test = train_test_split(
             np.arange(len(frame)), test_size=0.3, random_state=seed, stratify=treated * 2 + y
         )
         results: dict[str, Any] = {}
+        curves[outcome] = {}
         for approach in APPROACHES:
             for base in BASES:
                 predict = fit_uplift(x[idx_train], treated[idx_train], y[idx_train], approach, base, seed)
-                results[f"{approach}/{base}"] = qini(predict(x[idx_test]), treated[idx_test], y[idx_test])
+                scores = predict(x[idx_test])
+                results[f"{approach}/{base}"] = qini(scores, treated[idx_test], y[idx_test])
+                curves[outcome][f"{approach}/{base}"] = ranked_qini_curve(scores, treated[idx_test], y[idx_test])
         random_scores = np.random.default_rng(seed).random(len(idx_test))
         results["random"] = qini(random_scores, treated[idx_test], y[idx_test])
         out[outcome] = results
+    out["qini_curves"] = curves
     return out
 
 
@@ -103,11 +115,16 @@ def evaluate_policy(
             "churn_model": meta.version,
         },
         "simulation_qini": {},
+        "simulation_qini_curves": {"top_risk": ranked_qini_curve(risk, target.treated, target.observed)},
     }
     for approach in APPROACHES:
         for base in BASES:
             predict = fit_uplift(x_learn, learn.treated, learn.observed, approach, base, seed)
-            result["simulation_qini"][f"{approach}/{base}"] = qini(predict(x_target), target.treated, target.observed)
+            scores = predict(x_target)
+            result["simulation_qini"][f"{approach}/{base}"] = qini(scores, target.treated, target.observed)
+            result["simulation_qini_curves"][f"{approach}/{base}"] = ranked_qini_curve(
+                scores, target.treated, target.observed
+            )
     result["simulation_qini"]["random"] = qini(
         np.random.default_rng(seed).random(len(truth)), target.treated, target.observed
     )
