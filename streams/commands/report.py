@@ -136,7 +136,9 @@ def register(sub: Any) -> None:
         help="live model quality from the outcomes topic (or --outcomes FILE), per version and for the holdout: "
         "ROC-AUC, Brier, calibration, lift, cumulative gains, scores over time; PSI by feature with --events",
     )
-    p.add_argument("--outcomes", help="JSONL of retention.outcomes records (default: read the topic)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--outcomes", help="JSONL of retention.outcomes records (default: read the topic)")
+    source.add_argument("--from-kafka", action="store_true", help="read the outcomes topic (the default)")
     p.add_argument("--window-days", type=float, help="only outcomes resolved this many days before the latest")
     p.add_argument(
         "--period",

@@ -68,7 +68,7 @@ def test_each_sampled_user_comes_back_at_each_cutoff_with_its_outcome(broker: st
         outcomes = [orjson.loads(v) for _, v, _ in read_topic(broker, settings.outcomes_topic, settings.partitions)]
         report_path = tmp_path / "model.json"
         reported = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "report", "model", "--json", str(report_path)],
+            [sys.executable, "-m", "streams.cli", "report", "model", "--from-kafka", "--json", str(report_path)],
             env=worker_env(settings),
             cwd=REPO,
             capture_output=True,
