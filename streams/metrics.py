@@ -70,6 +70,9 @@ class Metrics(NamedTuple):
     model_test_roc_auc: Gauge
     model_test_brier: Gauge
     model_test_ece: Gauge
+    effect_outcomes: Gauge
+    effect_retained_share: Gauge
+    effect_uplift: Gauge
     users_erased: Counter
     users_expired: Counter
     erasure_requests: Counter
@@ -347,6 +350,26 @@ def create(registry: CollectorRegistry, prefix: str = "retention") -> Metrics:
             f"{prefix}_model_test_ece",
             "Expected calibration error the bundle recorded on its test cutoff at training time, by model version",
             ["version"],
+            registry=registry,
+        ),
+        effect_outcomes=Gauge(
+            f"{prefix}_effect_outcomes",
+            "Outcomes of sampled users in the quality window, by policy group: eligible or holdout",
+            ["group"],
+            registry=registry,
+        ),
+        effect_retained_share=Gauge(
+            f"{prefix}_effect_retained_share",
+            "Share of sampled users who bought within the horizon after a cutoff, over the quality window, by policy"
+            " group (eligible or holdout)",
+            ["group"],
+            registry=registry,
+        ),
+        effect_uplift=Gauge(
+            f"{prefix}_effect_uplift",
+            "Retained share of eligible minus holdout sampled users over the quality window (the policy's"
+            " intent-to-treat effect), by bound: estimate, low and high of its 95% interval",
+            ["bound"],
             registry=registry,
         ),
     )

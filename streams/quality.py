@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from retention_model.model.scorer import ChurnModel
+from retention_model.monitoring.effect import EffectWindow
 from retention_model.monitoring.quality import QualityWindow
 from retention_model.pipeline.records import BatchCounts
 from streams.metrics import Metrics
@@ -37,6 +38,8 @@ class QualityMonitor:
         self.span_ms = int(window_days * 86_400_000)
         self.clock = clock
         self.windows: dict[str, QualityWindow] = {}
+        #: Every version's outcomes by policy group: the live effect (see :mod:`retention_model.monitoring.effect`).
+        self.effect = EffectWindow(self.span_ms)
         self._dirty: set[str] = set()
         self._refreshed = float("-inf")
         self._test_set: set[str] = set()
@@ -71,6 +74,7 @@ class QualityMonitor:
             if window is None:
                 window = self._new_window(score.model_version)
             window.add(score.due_ms, score.risk, outcome.churned, score.tier == TOP_TIER)
+            self.effect.add(score.due_ms, score.holdout, outcome.churned)
             self._dirty.add(score.model_version)
         self.refresh()
 
@@ -93,6 +97,18 @@ class QualityMonitor:
                 if value is not None:
                     gauge.labels(version).set(value)
         self._dirty.clear()
+        self._refresh_effect()
+
+    def _refresh_effect(self) -> None:
+        effect, metrics = self.effect.figures(), self.metrics
+        metrics.effect_outcomes.labels("eligible").set(effect.n_eligible)
+        metrics.effect_outcomes.labels("holdout").set(effect.n_holdout)
+        for group, share in (("eligible", effect.retained_eligible), ("holdout", effect.retained_holdout)):
+            if share is not None:
+                metrics.effect_retained_share.labels(group).set(share)
+        if effect.uplift is not None:
+            for bound, value in (("estimate", effect.uplift), ("low", effect.ci_low), ("high", effect.ci_high)):
+                metrics.effect_uplift.labels(bound).set(value)
 
     def _new_window(self, version: str) -> QualityWindow:
         if len(self.windows) >= MAX_VERSIONS:

@@ -22,11 +22,11 @@ from typing import Any
 
 from retention_model.events import Event, EventType, parse_timestamp_ms
 from retention_model.features.state import DAY_MS
+from retention_model.monitoring.effect import Z_95, uplift_interval
 
 __all__ = ["effect_report", "first_decisions", "headline", "qini_curve", "retention_curve", "write_effect_report"]
 
 CLICK_TYPES = (EventType.VIEW, EventType.ADD_TO_CART, EventType.PURCHASE)
-Z_95 = 1.959964
 
 
 def _group_stats(treated: list[bool], control: list[bool]) -> dict[str, Any]:
@@ -42,11 +42,11 @@ def _group_stats(treated: list[bool], control: list[bool]) -> dict[str, Any]:
         "uplift_ci95": None,
         "incremental_retained": None,
     }
-    if p_t is not None and p_c is not None:
-        uplift = p_t - p_c
-        se = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
+    interval = uplift_interval(sum(treated), n_t, sum(control), n_c)
+    if interval is not None:
+        uplift, low, high = interval
         out["uplift"] = uplift
-        out["uplift_ci95"] = [uplift - Z_95 * se, uplift + Z_95 * se]
+        out["uplift_ci95"] = [low, high]
         out["incremental_retained"] = uplift * n_t
     return out
 

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from retention_model.features.state import DAY_MS
 from retention_model.model.bundle import read_bundle_meta, resolve_bundle
+from retention_model.monitoring.effect import EffectWindow
 from retention_model.monitoring.quality import roc_auc
 from retention_model.pipeline.outcomes import Outcome, PendingScore
 from retention_model.pipeline.records import BatchCounts
@@ -19,9 +20,9 @@ from streams.settings import BUNDLED_MODEL
 T0 = 1_735_689_600_000
 
 
-def outcome(version: str, risk: float, churned: bool, scored_ms: int = T0) -> Outcome:
+def outcome(version: str, risk: float, churned: bool, scored_ms: int = T0, holdout: bool = False) -> Outcome:
     tier = "high" if risk >= 0.7 else "low"
-    score = PendingScore("u", scored_ms, 30 * DAY_MS, risk, tier, version, False, "event")
+    score = PendingScore("u", scored_ms, 30 * DAY_MS, risk, tier, version, holdout, "cutoff")
     score.purchased_ms = None if churned else scored_ms + DAY_MS
     return Outcome(b"u", score)
 
@@ -73,3 +74,32 @@ def test_old_versions_windows_and_gauges_go() -> None:
     assert len(monitor.windows) == MAX_VERSIONS
     assert gauge(registry, "retention_model_live_outcomes", "v0") is None  # the stalest went
     assert gauge(registry, "retention_model_live_outcomes", f"v{MAX_VERSIONS}") == 1
+
+
+def test_the_live_effect_is_eligible_against_holdout_over_every_version() -> None:
+    registry = CollectorRegistry()
+    monitor = QualityMonitor(metrics_module.create(registry), window_days=30, clock=iter(range(100)).__next__)
+    # Eligible: 60 of 100 retained (two versions); holdout: 40 of 100.
+    resolved = [outcome("v1" if i % 2 else "v2", 0.5, i >= 60, holdout=False) for i in range(100)]
+    resolved += [outcome("v1", 0.5, i >= 40, holdout=True) for i in range(100)]
+    monitor.record(BatchCounts(resolved=resolved))
+    effect = {
+        k: registry.get_sample_value("retention_effect_uplift", {"bound": k}) for k in ("estimate", "low", "high")
+    }
+    assert effect["estimate"] == pytest.approx(0.2)
+    half = 1.959964 * (0.6 * 0.4 / 100 + 0.4 * 0.6 / 100) ** 0.5
+    assert (effect["low"], effect["high"]) == (pytest.approx(0.2 - half), pytest.approx(0.2 + half))
+    for group, n, share in (("eligible", 100, 0.6), ("holdout", 100, 0.4)):
+        assert registry.get_sample_value("retention_effect_outcomes", {"group": group}) == n
+        assert registry.get_sample_value("retention_effect_retained_share", {"group": group}) == pytest.approx(share)
+
+
+def test_the_effect_window_keeps_the_last_span_of_event_time() -> None:
+    window = EffectWindow(span_ms=10 * DAY_MS)
+    window.add(0, holdout=True, churned=False)
+    window.add(5 * DAY_MS, holdout=False, churned=True)
+    assert window.figures().n_holdout == 1
+    window.add(10 * DAY_MS, holdout=False, churned=False)  # the first falls out: 10 days before the latest
+    figures = window.figures()
+    assert (figures.n_holdout, figures.n_eligible, figures.retained_eligible) == (0, 2, 0.5)
+    assert figures.uplift is None  # no holdout in the window: no effect is made up
