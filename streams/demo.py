@@ -243,7 +243,8 @@ def run_demo(
         summary = _summary(samples, produced, reader, settings)
         summary["effect"] = loop.finish(idle_s=1.0, timeout_s=5.0)
         # Live quality over the outcomes published in the run: scores whose horizon closed during it.
-        summary["model_live"] = outcome_quality(map(json.loads, reader.values[settings.outcomes_topic])).as_dict()
+        outcomes = map(json.loads, reader.values[settings.outcomes_topic])
+        summary["model_live"] = outcome_quality(o for o in outcomes if not o.get("shadow")).as_dict()
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print_summary(out, summary, reader, settings)
         if summary_json:

@@ -74,7 +74,8 @@ class QualityMonitor:
             if window is None:
                 window = self._new_window(score.model_version)
             window.add(score.due_ms, score.risk, outcome.churned, score.tier == TOP_TIER)
-            self.effect.add(score.due_ms, score.holdout, outcome.churned)
+            if not score.shadow:  # the effect is the live model's policy at work
+                self.effect.add(score.due_ms, score.holdout, outcome.churned)
             self._dirty.add(score.model_version)
         self.refresh()
 

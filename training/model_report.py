@@ -91,7 +91,9 @@ def _pct(value: float | None) -> str:
 def model_markdown(report: dict[str, Any], plot: str | None = None) -> str:
     """The report as Markdown: figures per version, lift, gains, calibration, scores over time, PSI, the plot."""
     names = ("n", "roc_auc", "brier", "ece", "top_tier_lift", "churn_rate")
-    rows = [("all", report["model_live"]), *report["by_version"].items(), ("holdout only", report["holdout"])]
+    shadows = set(report.get("shadow_versions") or ())
+    versions = [(f"{v} (shadow)" if v in shadows else v, figures) for v, figures in report["by_version"].items()]
+    rows = [("all", report["model_live"]), *versions, ("holdout only", report["holdout"])]
     lines = ["| outcomes | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(_cell(figures[n]) for n in names) + " |" for label, figures in rows]
     if not report["model_live"]["n"]:

@@ -266,6 +266,9 @@ def quality_report(
 ) -> dict[str, Any]:
     """Live figures of outcome records: all, per model version, the holdout alone, and the ranking figures.
 
+    A shadow model's outcomes (``shadow``: its scores of the same cutoff snapshots) count
+    in ``by_version`` only; every other figure is the live model's.
+
     ``window_days`` keeps the outcomes resolved within that many days before the
     latest one (the worker's window); None keeps all. The holdout's figures are the
     model untouched by what it triggered: a coupon that brings a user back makes a
@@ -276,14 +279,20 @@ def quality_report(
         ends = [_ms(o["resolved_at"]) for o in outcomes]
         start = max(ends) - window_days * _DAY_MS
         outcomes = [o for o, end in zip(outcomes, ends, strict=True) if end > start]
+    every = outcomes
     versions = sorted({str(o["model_version"]) for o in outcomes})
+    shadow_versions = sorted({str(o["model_version"]) for o in outcomes if o.get("shadow")})
+    outcomes = [o for o in outcomes if not o.get("shadow")]  # what the live model said, and acted on
     labels = np.array([bool(o["churned"]) for o in outcomes])
     risks = np.array([float(o["risk"]) for o in outcomes])
     time_key = "scored_at" if all(o.get("scored_at") for o in outcomes) else "resolved_at"
     times = np.array([_ms(o[time_key]) for o in outcomes], dtype=np.int64)
     return {
         "model_live": outcome_quality(outcomes).as_dict(),
-        "by_version": {v: outcome_quality(o for o in outcomes if o["model_version"] == v).as_dict() for v in versions},
+        "by_version": {
+            v: outcome_quality(o for o in every if o["model_version"] == v).as_dict() for v in versions
+        },
+        "shadow_versions": shadow_versions,
         "holdout": outcome_quality(o for o in outcomes if o.get("holdout")).as_dict(),
         "calibration": calibration_table(labels, risks),
         "lift_by_decile": lift_by_decile(labels, risks),

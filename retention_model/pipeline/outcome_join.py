@@ -8,6 +8,7 @@ touched) and the snapshots of all partitions are scored in one model call.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from retention_model.events import Event
 from retention_model.features.derive import feature_matrix
@@ -52,27 +53,34 @@ def snapshots_at_watermark(context: PartitionContext, model: ModelCall) -> list[
 async def score_snapshots(
     snapshots: list[tuple[PartitionContext, Snapshot]], model: ModelCall, policy: PolicyConfig
 ) -> None:
-    """Score every snapshot as of its cutoff in one model call and file them in their samples."""
+    """Score every snapshot as of its cutoff in one model call and file them in their samples; the shadow
+    model's scores of the same snapshots are filed beside, flagged, so its live quality is known before it ships."""
     if not snapshots:
         return
     features = feature_matrix([s.state for _, s in snapshots], [s.cutoff_ms for _, s in snapshots])
-    risks = (await model.infer(features)).risks
-    for (context, snap), risk in zip(snapshots, risks):
-        sample = context.outcomes
-        if sample is None or snap.key not in sample.members:
-            continue  # left the sample meanwhile
-        value = float(risk)
-        sample.add(
-            snap.key,
-            PendingScore(
-                snap.user_id,
-                snap.cutoff_ms,
-                model.horizon_ms,
-                value,
-                tier_for(value, policy),
-                model.version,
-                in_holdout(snap.user_id, policy),
-                "cutoff",
-                snap.purchased_ms,
-            ),
-        )
+    inference = await model.infer(features)
+    scored: list[tuple[str, Any, bool]] = [(model.version, inference.risks, False)]
+    if model.shadow_version is not None and inference.shadow_risks is not None:
+        scored.append((model.shadow_version, inference.shadow_risks, True))
+    for version, risks, shadow in scored:
+        for (context, snap), risk in zip(snapshots, risks):
+            sample = context.outcomes
+            if sample is None or snap.key not in sample.members:
+                continue  # left the sample meanwhile
+            value = float(risk)
+            holdout = in_holdout(snap.user_id, policy)
+            sample.add(
+                snap.key,
+                PendingScore(
+                    snap.user_id,
+                    snap.cutoff_ms,
+                    model.horizon_ms,
+                    value,
+                    tier_for(value, policy),
+                    version,
+                    holdout,
+                    "cutoff",
+                    snap.purchased_ms,
+                    shadow,
+                ),
+            )

@@ -64,6 +64,8 @@ class PendingScore:
     trigger: str
     #: The first purchase seen after the score and within the horizon (None: none yet).
     purchased_ms: int | None = None
+    #: The shadow model's score of the same snapshot (never acted on; judged all the same).
+    shadow: bool = False
 
     @property
     def due_ms(self) -> int:
@@ -99,6 +101,7 @@ class Outcome:
             "horizon_days": round(score.horizon_ms / DAY_MS, 3),
             "churned": self.churned,
             "purchased_at": None if score.purchased_ms is None else iso_ms(score.purchased_ms),
+            "shadow": score.shadow,
         }
 
 

@@ -12,6 +12,7 @@ import pytest
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.state import DAY_MS, UserState, apply_event
+from retention_model.monitoring.quality import quality_report
 from retention_model.pipeline import (
     BatchPipeline,
     DecodeLimits,
@@ -225,3 +226,28 @@ def test_tail_prints_an_outcome_on_one_readable_line() -> None:
     assert line == (
         "2025-01-31T00:00:00.000Z outcome u1 churned | scored 2025-01-01T00:00:00.000Z risk=0.81 tier=medium model=v1"
     )
+
+
+def test_the_shadow_models_cutoff_scores_come_back_beside_the_live_ones_flagged() -> None:
+    async def both(features: np.ndarray) -> Inference:
+        recency = features[:, _RECENCY] / 100.0
+        return Inference(np.round(recency, 6), shadow_risks=np.round(1.0 - recency, 6))
+
+    call = ModelCall(both, "v-live", shadow_version="v-shadow", horizon_ms=HORIZON)
+    pipeline = BatchPipeline(
+        PipelineConfig(PolicyConfig(), 1, LIMITS, replay=True, outcome_sample=10),
+        MemoryStores(),
+        lambda: T0 + 400 * DAY_MS,
+    )
+    for offset, event in enumerate([ev("a", EventType.VIEW, T0), ev("b", EventType.VIEW, T0 + 42 * DAY_MS)]):
+        result = asyncio.run(
+            pipeline.process({0: [Record(event.user_id.encode(), encode_event(event), offset, event.ts_ms)]}, call)
+        )
+    records = sorted((orjson.loads(v) for _, v in result.outcomes), key=lambda r: r["shadow"])
+    assert [(r["user_id"], r["model_version"], r["shadow"], r["risk"]) for r in records] == [
+        ("a", "v-live", False, 0.11),
+        ("a", "v-shadow", True, 0.89),
+    ]
+    report = quality_report(records)
+    assert report["model_live"]["n"] == 1 and report["shadow_versions"] == ["v-shadow"]
+    assert set(report["by_version"]) == {"v-live", "v-shadow"}

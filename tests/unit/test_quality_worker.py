@@ -82,7 +82,10 @@ def test_the_live_effect_is_eligible_against_holdout_over_every_version() -> Non
     # Eligible: 60 of 100 retained (two versions); holdout: 40 of 100.
     resolved = [outcome("v1" if i % 2 else "v2", 0.5, i >= 60, holdout=False) for i in range(100)]
     resolved += [outcome("v1", 0.5, i >= 40, holdout=True) for i in range(100)]
-    monitor.record(BatchCounts(resolved=resolved))
+    shadow = [outcome("v3", 0.5, True) for _ in range(50)]  # a shadow model's scores of the same users: not counted
+    for item in shadow:
+        item.score.shadow = True
+    monitor.record(BatchCounts(resolved=resolved + shadow))
     effect = {
         k: registry.get_sample_value("retention_effect_uplift", {"bound": k}) for k in ("estimate", "low", "high")
     }
