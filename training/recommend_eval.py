@@ -14,7 +14,9 @@ viewed or carted items and the top categories),
 ``popularity`` (the same K best sellers for everyone), ``own_most_bought`` (the
 user's items by the number of orders they were in), ``own_then_popular`` (the same,
 filled up with best sellers) and ``item_knn`` (items most co-purchased with the user's
-items, not already bought).
+items, not already bought). Where the ``implicit`` package is installed, its ALS and
+item-item models are measured beside them (:mod:`training.recommend_library`); where it
+is not, the report says they were skipped and how to add them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from retention_model.events import Event, EventType
 from retention_model.features.state import UserState, apply_event
 from retention_model.policy.buy_again import PurchaseHistory, bought_items, purchase_histories
 from retention_model.policy.recommend import Recommender, learn_recommendations
+from training.recommend_library import library_methods
 
 # pandas, scipy and the metrics are imported where used: register() runs whenever the
 # CLI builds its parser, and those imports would double the start-up time of every command.
@@ -69,8 +72,10 @@ def _top_categories(state: UserState, n: int = 3) -> list[str]:
     return sorted(sorted(weights), key=weights.__getitem__, reverse=True)[:n]
 
 
-def _methods(train: list[Event], users: list[str], cutoff_ms: int, k: int) -> tuple[dict[str, Method], set[str]]:
-    """Each method as user -> ranked items, and the catalogue (items bought before the cutoff)."""
+def _methods(
+    train: list[Event], users: list[str], cutoff_ms: int, k: int, seed: int
+) -> tuple[dict[str, Method], set[str], list[str]]:
+    """Each method as user -> ranked items, the catalogue (items bought before the cutoff), what was skipped."""
     table = learn_recommendations(train, neighbours=KNN_NEIGHBOURS)
     knn = {item: found for item, found in table["also_bought"].items()}
     shipped_table = {**table, "also_bought": {i: f[:SHIPPED_NEIGHBOURS] for i, f in knn.items()}}
@@ -106,9 +111,9 @@ def _methods(train: list[Event], users: list[str], cutoff_ms: int, k: int) -> tu
 
     methods: dict[str, Method] = {
         REFERENCE: lambda user: items_of(
-            shipped.recommend_history(histories.get(user, empty), cutoff_ms, k, _top_categories(states[user]) or None)
-            if user in states
-            else shipped.recommend_history(empty, cutoff_ms, k)
+            shipped.recommend_history(
+                histories.get(user, empty), cutoff_ms, k, states[user].categories if user in states else None
+            )
         ),
         "shipped_as_served": lambda user: items_of(
             shipped.recommend(
@@ -120,8 +125,10 @@ def _methods(train: list[Event], users: list[str], cutoff_ms: int, k: int) -> tu
         "own_then_popular": own_then_popular,
         "item_knn": item_knn,
     }
+    library, skipped = library_methods(histories, users, popular, k, seed)
+    methods.update(library)
     catalogue = {item for history in histories.values() for item in history.bought_ms}
-    return methods, catalogue
+    return methods, catalogue, [skipped] if skipped else []
 
 
 def _split(
@@ -169,7 +176,7 @@ def evaluate_recommendations(
         )
         raise TrainingDataError(msg)
     users = sorted(relevant)
-    methods, catalogue = _methods(train, users, cutoff_ms, k)
+    methods, catalogue, skipped = _methods(train, users, cutoff_ms, k, seed)
     index = {item: j for j, item in enumerate(sorted(catalogue))}
     lists = {name: [method(user) for user in users] for name, method in methods.items()}
     per_user = {
@@ -192,6 +199,7 @@ def evaluate_recommendations(
         "relevant_items_per_user": round(float(np.mean([len(relevant[u]) for u in users])), 2),
         "catalogue": len(catalogue),
         "bootstrap": {"replicates": replicates, "seed": seed, "interval": "95% percentile, users resampled"},
+        "skipped": skipped,
     }
     report.update(bootstrap_report(per_user, shown, max(1, len(catalogue)), REFERENCE, "popularity", replicates, seed))
     report["target"] = _target(report)
@@ -239,6 +247,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"above the best simple baseline ({target['best_simple_baseline']}) with the interval above 0: "
         f"{'yes' if target['beats_best_simple_baseline'] else 'no'}.",
     ]
+    if report.get("skipped"):
+        lines += ["", *(f"Note: {note}." for note in report["skipped"])]
     return "\n".join(lines)
 
 

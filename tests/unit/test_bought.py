@@ -105,7 +105,7 @@ def test_the_worker_serves_buy_again_from_its_state() -> None:
     state = folded(shop)
     now = shop[-1].ts_ms + 7 * DAY_MS
     served = recommender.recommend(state, [], 3, now)
-    offline = recommender.recommend_history(purchase_histories(shop)["u1"], now, 3, [])
+    offline = recommender.recommend_history(purchase_histories(shop)["u1"], now, 3, state.categories)
     assert [entry["item_id"] for entry in served["items"]][:2] == ["sku-0", "sku-1"]
     assert served["items"][0]["because"] == "bought every 7 days, last 7 days ago"
     assert served["strategy"] == "buy_again+co_purchase+popularity"

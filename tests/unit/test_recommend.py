@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retention_model.events import Event, EventType, OrderLine
-from retention_model.features.state import DAY_MS, UserState
+from retention_model.features.state import DAY_MS, UserState, apply_event
 from retention_model.policy.buy_again import BuyAgainConfig, PurchaseHistory, buy_again_scores, purchase_histories
 from retention_model.policy.recommend import Recommender, learn_recommendations
 
@@ -101,3 +101,37 @@ def test_an_older_bundle_without_overall_popularity_still_loads() -> None:
     del table["popular_overall"]
     recommender = Recommender.from_dict(table)
     assert ranked(recommender.recommend(UserState(), ["dairy"], 2)) == ["dairy-milk", "dairy-butter"]
+
+
+def test_best_sellers_of_each_category_weigh_by_its_share_of_the_profile() -> None:
+    # a-1 and b-1 sell 10 each, a-2 8; d-1 once.
+    counts = {"a-1": 10, "a-2": 8, "b-1": 10, "c-1": 1, "d-1": 1}
+    events = [order(f"s{item}{n}", n, [item]) for item, many in counts.items() for n in range(many)]
+    recommender = Recommender.from_dict(learn_recommendations(sorted(events, key=lambda e: e.ts_ms)))
+    # Nearly as much interest in b as in a: b's best seller comes before a's second
+    # (ranking categories by position alone would put a-2 first).
+    payload = recommender.recommend_history(PurchaseHistory(), T0 + 20 * DAY_MS, 3, {"a": 10.0, "b": 9.9, "c": 1.0})
+    assert ranked(payload) == ["a-1", "b-1", "a-2"]
+    assert [c["category"] for c in payload["categories"]] == ["a", "b", "c"]
+    # Every category the profile keeps counts, not only the top three.
+    spread = recommender.recommend_history(PurchaseHistory(), T0 + 20 * DAY_MS, 5, dict.fromkeys("abcd", 1.0))
+    assert {entry["item_id"]: entry["because"] for entry in spread["items"]}["d-1"] == "popular in d"
+
+
+def test_the_worker_blends_the_profile_s_categories_as_the_offline_path_does() -> None:
+    history = [order("u", 0, ["dairy-milk", "food-jam"]), order("u", 7, ["dairy-milk"])]
+    views = [
+        Event(f"v{n}", "u", EventType.VIEW, T0 + int((8 + n) * DAY_MS), item_id="bakery-bread", category="bakery")
+        for n in range(6)
+    ]
+    state = UserState()
+    for event in sorted(history + views, key=lambda e: e.ts_ms):
+        apply_event(state, event)
+    recommender = Recommender.from_dict(learn_recommendations(shop()))
+    now = T0 + 15 * DAY_MS
+    served = recommender.recommend(state, ["bakery", "dairy", "food"], 5, now)
+    offline = recommender.recommend_history(purchase_histories(history)["u"], now, 5, state.categories)
+    assert ranked(served) == ranked(offline)
+    assert served["categories"] == offline["categories"]
+    assert served["categories"][0]["category"] == "bakery"  # viewed most: the profile's top category
+    assert "bakery-bread" in ranked(served)  # its best seller, never bought by this user

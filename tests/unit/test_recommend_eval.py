@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from scipy import sparse
 from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType, OrderLine
 from retention_model.features.state import DAY_MS
-from training.recommend_eval import evaluate_recommendations, parse_cutoff, write_recs
+from retention_model.policy.buy_again import purchase_histories
+from training.recommend_eval import evaluate_recommendations, format_report, parse_cutoff, write_recs
+from training.recommend_library import IMPLICIT_HELP, LIBRARY_SETTINGS, library_methods
 from training.recommend_metrics import bootstrap_report, ranking_metrics
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -119,3 +122,58 @@ def test_the_instacart_sample_becomes_orders_with_lines_ending_on_one_day() -> N
         )
     ]
     assert days == [int(d) for d in orders["days_since_prior_order"].iloc[1:]]
+
+
+def test_without_implicit_its_candidates_are_skipped_and_the_report_says_how_to_add_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "implicit", None)  # import implicit now raises ImportError
+    report, _ = evaluate_recommendations(weekly_shop(), T0 + 45 * DAY_MS, k=2, replicates=50)
+    assert not any(name.startswith("implicit") for name in report["methods"])
+    assert report["skipped"] == [IMPLICIT_HELP]
+    assert "pip install implicit" in format_report(report)
+
+
+def test_implicit_candidates_recommend_the_user_s_own_repeats() -> None:
+    pytest.importorskip("implicit", reason="implicit not installed: pip install implicit to measure it")
+    report, _ = evaluate_recommendations(weekly_shop(), T0 + 45 * DAY_MS, k=2, replicates=50)
+    assert report["skipped"] == []
+    for name in LIBRARY_SETTINGS:
+        # Own items allowed: every regular's milk and bread (or butter), as shipped finds them.
+        assert report["methods"][name]["recall"]["value"] == pytest.approx(10 / 11, abs=1e-4), name
+    # A list shorter than K is filled with best sellers; a user with no history gets them.
+    histories = purchase_histories([order("a", 0, ["tea"]), order("b", 1, ["milk"]), order("c", 2, ["milk"])])
+    methods, skipped = library_methods(histories, ["a", "new"], ["milk", "tea"], k=2)
+    assert skipped is None
+    assert methods["implicit_cosine"]("a")[0] == "tea"  # its own item first: it is its own neighbour
+    for method in methods.values():
+        assert sorted(method("a")) == ["milk", "tea"]  # no duplicate from the fill
+        assert method("new") == ["milk", "tea"]
+
+
+def test_dropping_each_user_s_last_order_puts_the_one_before_on_the_last_day() -> None:
+    import pandas as pd
+
+    from training.instacart import LAST_ORDER_DAY, instacart_lines
+
+    # u1: orders 1..3, 5 then 7 days apart; u2: one order only.
+    raw = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2],
+            "order_id": [10, 11, 12, 12, 20],
+            "order_number": [1, 2, 3, 3, 1],
+            "order_hour_of_day": [9, 9, 9, 9, 9],
+            "days_since_prior_order": [None, 5.0, 7.0, 7.0, None],
+            "add_to_cart_order": [1, 1, 1, 2, 1],
+            "product_id": [100, 101, 102, 103, 200],
+        }
+    )
+    lines = instacart_lines(raw, drop_last=1)
+    assert set(lines["order_id"]) == {"10", "11"}  # u1's order 3 and u2 (left with nothing) are gone
+    last = pd.Timestamp(lines.loc[lines["order_id"] == "11", "timestamp"].iloc[0])
+    assert last == pd.Timestamp(LAST_ORDER_DAY) + pd.Timedelta(hours=9)
+    first = pd.Timestamp(lines.loc[lines["order_id"] == "10", "timestamp"].iloc[0])
+    assert last - first == pd.Timedelta(days=5)
+    assert set(instacart_lines(raw)["order_id"]) == {"10", "11", "12", "20"}
+    with pytest.raises(ValueError, match="drop_last must be 0 or more"):
+        instacart_lines(raw, drop_last=-1)
