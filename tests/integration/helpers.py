@@ -50,8 +50,15 @@ def fresh_settings(broker: str, tmp_path: Path, **changes: object) -> Settings:
     return Settings.load({}, base)
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without what would make a child not the one a user starts: its
+    RETENTION_* settings, and TensorFlow's log level (set here by any test that loaded a model
+    in process; the worker chooses its own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_") and k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env = clean_env()
     for name in Settings.__dataclass_fields__:
         env[f"RETENTION_{name.upper()}"] = str(getattr(settings, name))
     return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,13 +11,13 @@ import pytest
 
 from streams.kafka import free_port, wait_for_broker
 
-from .helpers import REPO
+from .helpers import REPO, clean_env
 
 pytestmark = pytest.mark.integration
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    return clean_env()
 
 
 def test_broker_command_serves_until_sigterm() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -14,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO
+from .helpers import REPO, clean_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_loses_nothing_and_intervenes(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env = clean_env()
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--seconds", "20", "--summary-json", str(summary_path)],
         cwd=REPO,
@@ -88,7 +87,7 @@ def _ignore_sigint() -> None:
 def test_demo_stops_everything_on_ctrl_c_even_when_started_with_sigint_ignored() -> None:
     """Python leaves an inherited SIG_IGN in place, so the demo must install its own Ctrl-C handler;
     `make test` run as such a background job saw the demo ignore Ctrl-C and keep its broker and worker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env = clean_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "demo", "--seconds", "120"],
         cwd=REPO,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,15 @@ from streams.producer import produce_records
 from streams.settings import BUNDLED_MODEL
 from training.simulator import SimConfig, encode_stream, simulate
 
-from .helpers import fresh_settings, metrics_url, read_topic, running_worker, settled_metrics, wait_for_metric
+from .helpers import (
+    clean_env,
+    fresh_settings,
+    metrics_url,
+    read_topic,
+    running_worker,
+    settled_metrics,
+    wait_for_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +113,7 @@ def test_a_missing_shadow_bundle_stops_the_worker_at_start(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env = clean_env()
     env["RETENTION_SHADOW_MODEL_PATH"] = str(tmp_path / "nowhere")
     result = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True, timeout=120)
     assert result.returncode == 2

@@ -17,7 +17,7 @@ from streams.demo import metric_sum, scrape_metrics
 from streams.kafka import ensure_topics, free_port
 from streams.producer import produce_records
 
-from .helpers import REPO, fresh_settings, metrics_url
+from .helpers import REPO, clean_env, fresh_settings, metrics_url
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ NO_BROKER = "127.0.0.1:1"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    clean = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
         cwd=REPO,
@@ -125,7 +125,7 @@ def test_a_worker_pointed_at_the_embedded_broker_sets_itself_up_for_it(broker: s
         "RETENTION_WEB_PORT": str(free_port()),
         "RETENTION_DATA_DIR": settings.data_dir,
     }
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    clean = clean_env()
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log_file:
         worker = subprocess.Popen(

@@ -3,7 +3,6 @@ the worker's interventions, and the command prints the measured and the true upl
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO, fresh_settings, running_worker, worker_env
+from .helpers import REPO, clean_env, fresh_settings, running_worker, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ def test_simulated_users_answer_the_worker_and_the_uplift_is_measured(broker: st
 
 
 def test_respond_without_a_broker_says_so_in_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+    env = clean_env()
     result = simulate(
         {**env, "RETENTION_BROKER": "127.0.0.1:1"}, "--respond", "--users", "5", "--days", "3", "--broker-wait-s", "2"
     )
