@@ -114,6 +114,33 @@ def _shares(found: list[tuple[str, int]]) -> list[tuple[str, float]]:
 
 
 @dataclass(frozen=True)
+class _Index:
+    """Each category's best sellers as item -> share, the categories listing each item, co-purchase as dicts."""
+
+    share_of: dict[str, dict[str, float]]
+    categories_of: dict[str, tuple[str, ...]]
+    #: Items on more than one category's list: always scored in full.
+    multi_category: frozenset[str]
+    _neighbours: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, recommender: Recommender, popular: Mapping[str, list[tuple[str, int]]]) -> _Index:
+        share_of = {category: dict(recommender._shares_of(category)) for category in popular}
+        listed: defaultdict[str, list[str]] = defaultdict(list)
+        for category in sorted(share_of):
+            for item in share_of[category]:
+                listed[item].append(category)
+        categories_of = {item: tuple(found) for item, found in listed.items()}
+        return cls(share_of, categories_of, frozenset(i for i, found in categories_of.items() if len(found) > 1))
+
+    def neighbours(self, seed: str, also_bought: Mapping[str, list[tuple[str, float]]]) -> dict[str, float]:
+        found = self._neighbours.get(seed)
+        if found is None:
+            found = self._neighbours[seed] = dict(also_bought.get(seed, []))
+        return found
+
+
+@dataclass(frozen=True)
 class Blend:
     """Weights of the evidence beside buy-again (chosen on an earlier cutoff than the one reported).
 
@@ -152,6 +179,8 @@ class Recommender:
     #: Each category's best sellers as :func:`_shares`, computed once: every served
     #: buyer's payload reads up to eight categories' lists.
     _category_shares: dict[str, list[tuple[str, float]]] = field(default_factory=dict, compare=False, repr=False)
+    #: The :class:`_Index`, once built.
+    _lookups: list[_Index] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -244,42 +273,93 @@ class Recommender:
         max_items: int,
         categories: Mapping[str, float] | None,
     ) -> dict[str, Any]:
-        """Buy-again scores (``orders``: their scale) blended with co-purchase, category and overall popularity."""
+        """Buy-again scores (``orders``: their scale) blended with co-purchase, category and overall popularity.
+
+        A category's best sellers count only where they can rank: its first ``max_items``
+        (its shares fall strictly, so the rest are beaten by those within the category)
+        and the items with other evidence; each item's terms are added in the same order
+        whichever way, so the list is the one summing every best seller would give, at a
+        fraction of the cost (a buyer's blend otherwise scores a couple of hundred items).
+        """
         blend = self.blend
         scores: dict[str, float] = {}
-        parts: dict[str, dict[str, float]] = defaultdict(dict)
-
-        def add(item: str, value: float, why: str) -> None:
-            scores[item] = scores.get(item, 0.0) + value
-            parts[item][why] = parts[item].get(why, 0.0) + value
-
-        for item, (score, why) in again.items():
-            add(item, score / orders, why)  # about the share of recent orders it was in
+        get = scores.get
+        for item, (score, _) in again.items():
+            scores[item] = get(item, 0.0) + score / orders  # about the share of recent orders it was in
         seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
         for seed in seeds:
-            weight = again[seed][0] / orders
+            weight = blend.co_purchase * (again[seed][0] / orders)
             for other, similarity in self.also_bought.get(seed, []):
-                add(other, blend.co_purchase * weight * similarity, f"often bought with {seed}")
+                scores[other] = get(other, 0.0) + weight * similarity
         weights: Mapping[str, float] = categories or self._bought_categories(again)
         # Heaviest first, ties by name, as the profile ranks them (features.derive.profile).
         ranked = sorted(sorted(weights), key=weights.__getitem__, reverse=True)[:TOP_CATEGORIES_KEPT]
         heaviest = weights[ranked[0]] if ranked else 0.0
-        for category in ranked:
-            weight = blend.category * weights[category] / heaviest if heaviest > 0 else 0.0
-            if weight <= 0:
-                continue
-            shares = self._category_shares.get(category)
-            if shares is None:
-                shares = self._category_shares[category] = _shares(self.popular.get(category, []))
-            why = f"popular in {category}"
-            for item, share in shares:
-                add(item, weight * share, why)
-        for item, share in _shares(self.popular_overall[: 2 * max_items]):
-            add(item, blend.popular * share, "popular")
-        # The reason of the listed items only: a buyer's blend scores a couple of hundred.
+        weighted = [(c, blend.category * weights[c] / heaviest) for c in ranked] if heaviest > 0 else []
+        weighted = [(c, w) for c, w in weighted if w > 0]
+        overall = _shares(self.popular_overall[: 2 * max_items])
+        index = self._index()
+        candidates = set(scores)
+        candidates.update(item for item, _ in overall)
+        candidates.update(index.multi_category)
+        for category, _ in weighted:
+            candidates.update(item for item, _ in self._shares_of(category)[:max_items])
+        in_category: defaultdict[str, list[str]] = defaultdict(list)
+        for item in candidates:
+            for category in index.categories_of.get(item, ()):
+                in_category[category].append(item)
+        for category, weight in weighted:
+            share_of = index.share_of.get(category, {})
+            for item in in_category.get(category, ()):
+                scores[item] = get(item, 0.0) + weight * share_of[item]
+        for item, share in overall:
+            scores[item] = get(item, 0.0) + blend.popular * share
         top = {item: scores[item] for item in sorted(scores, key=lambda i: (-scores[i], i))[:max_items]}
-        because = {item: max(parts[item], key=lambda why: (parts[item][why], why)) for item in top}
+        overall_share = dict(overall)
+        because = {item: self._reason(item, again, orders, seeds, weighted, overall_share) for item in top}
         return self._payload(top, because, max_items, "buy_again+co_purchase+popularity", ranked[:3], [])
+
+    def _reason(
+        self,
+        item: str,
+        again: Mapping[str, tuple[float, str]],
+        orders: float,
+        seeds: list[str],
+        weighted: list[tuple[str, float]],
+        overall: Mapping[str, float],
+    ) -> str:
+        """The largest of the terms :meth:`_blend` added up for ``item`` (ties by the reason's text)."""
+        blend, index = self.blend, self._index()
+        parts: dict[str, float] = {}
+        if item in again:
+            score, why = again[item]
+            parts[why] = score / orders
+        for seed in seeds:
+            similarity = index.neighbours(seed, self.also_bought).get(item)
+            if similarity is not None:
+                why = f"often bought with {seed}"
+                parts[why] = parts.get(why, 0.0) + blend.co_purchase * (again[seed][0] / orders) * similarity
+        for category, weight in weighted:
+            share = index.share_of.get(category, {}).get(item)
+            if share is not None:
+                why = f"popular in {category}"
+                parts[why] = parts.get(why, 0.0) + weight * share
+        share = overall.get(item)
+        if share is not None:
+            parts["popular"] = parts.get("popular", 0.0) + blend.popular * share
+        return max(parts, key=lambda why: (parts[why], why))
+
+    def _shares_of(self, category: str) -> list[tuple[str, float]]:
+        shares = self._category_shares.get(category)
+        if shares is None:
+            shares = self._category_shares[category] = _shares(self.popular.get(category, []))
+        return shares
+
+    def _index(self) -> _Index:
+        """Lookups over the best-seller lists, built on first use (the recommender is read only)."""
+        if not self._lookups:
+            self._lookups.append(_Index.build(self, self.popular))
+        return self._lookups[0]
 
     def _bought_categories(self, again: Mapping[str, tuple[float, str]]) -> dict[str, float]:
         """Category weights from the user's own items' buy-again scores (no profile at hand)."""

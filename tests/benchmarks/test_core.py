@@ -115,7 +115,8 @@ def test_core_pipeline(bench: Any) -> None:
 
     config = PipelineConfig(policy, partitions=1, limits=LIMITS, replay=True)
     pipeline = BatchPipeline(config, MemoryStores(), clock=lambda: wall_ms)
-    call = ModelCall(infer, model.version, Recommender.from_dict(model.recommendations_))
+    recommender = TimedRecommender.from_dict(model.recommendations_)
+    call = ModelCall(infer, model.version, recommender)
     started = time.perf_counter()
     for start in range(0, len(records), BATCH_SIZE):
         asyncio.run(pipeline.process({0: records[start : start + BATCH_SIZE]}, call))
@@ -126,6 +127,28 @@ def test_core_pipeline(bench: Any) -> None:
         unit="events/s (silence timers and output records included)",
         reference="core.json_parse_per_s",
     )
+    bench(
+        "core.recommendation_share_of_batch",
+        recommender.seconds / elapsed,
+        unit=f"of the batch pipeline's time spent building {recommender.calls:,} recommendation payloads"
+        " (target <= 0.10)",
+    )
+    assert recommender.calls > 0
+
+
+class TimedRecommender(Recommender):
+    """The shipped recommender, with the time spent building payloads added up (issue 21's serving budget)."""
+
+    seconds = 0.0
+    calls = 0
+
+    def recommend(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().recommend(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.calls += 1
 
 
 def test_core_pipeline_many_users(bench: Any) -> None:
