@@ -18,9 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
+
 from retention_model.events import Event, EventType
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, item_hash
 from retention_model.features.state.bought import orders_weight
+from retention_model.policy.blend_index import BlendIndex, Row, add_rows
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
     PurchaseHistory,
@@ -114,33 +117,6 @@ def _shares(found: list[tuple[str, int]]) -> list[tuple[str, float]]:
 
 
 @dataclass(frozen=True)
-class _Index:
-    """Each category's best sellers as item -> share, the categories listing each item, co-purchase as dicts."""
-
-    share_of: dict[str, dict[str, float]]
-    categories_of: dict[str, tuple[str, ...]]
-    #: Items on more than one category's list: always scored in full.
-    multi_category: frozenset[str]
-    _neighbours: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, recommender: Recommender, popular: Mapping[str, list[tuple[str, int]]]) -> _Index:
-        share_of = {category: dict(recommender._shares_of(category)) for category in popular}
-        listed: defaultdict[str, list[str]] = defaultdict(list)
-        for category in sorted(share_of):
-            for item in share_of[category]:
-                listed[item].append(category)
-        categories_of = {item: tuple(found) for item, found in listed.items()}
-        return cls(share_of, categories_of, frozenset(i for i, found in categories_of.items() if len(found) > 1))
-
-    def neighbours(self, seed: str, also_bought: Mapping[str, list[tuple[str, float]]]) -> dict[str, float]:
-        found = self._neighbours.get(seed)
-        if found is None:
-            found = self._neighbours[seed] = dict(also_bought.get(seed, []))
-        return found
-
-
-@dataclass(frozen=True)
 class Blend:
     """Weights of the evidence beside buy-again (chosen on an earlier cutoff than the one reported).
 
@@ -179,8 +155,8 @@ class Recommender:
     #: Each category's best sellers as :func:`_shares`, computed once: every served
     #: buyer's payload reads up to eight categories' lists.
     _category_shares: dict[str, list[tuple[str, float]]] = field(default_factory=dict, compare=False, repr=False)
-    #: The :class:`_Index`, once built.
-    _lookups: list[_Index] = field(default_factory=list, compare=False, repr=False)
+    #: The :class:`~.blend_index.BlendIndex`, once built.
+    _lookups: list[BlendIndex] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -229,24 +205,43 @@ class Recommender:
         return payload
 
     def _build(self, recent: list[str], top_categories: list[str], max_items: int) -> dict[str, Any]:
-        scores: dict[str, float] = {}
-        because: dict[str, str] = {}
+        """Co-purchase neighbours of the recent items, the categories' and overall best sellers:
+        each item keeps its best offer and that offer's reason (the first, on a tie), never a
+        recent item itself; over arrays of every known item, as :meth:`_blend`."""
+        index = self._index()
+        scores = np.zeros(len(index.items))
+        source = np.full(len(index.items), -1, dtype=np.int64)
+        reasons: list[str] = []
 
-        def offer(item: str, value: float, why: str) -> None:
-            if item not in recent and value > scores.get(item, 0.0):
-                scores[item] = value
-                because[item] = why
+        def offer(row: Row | None, scale: float, why: str, divide: bool = False) -> None:
+            if row is None or not len(row[0]):
+                return
+            cols, weights, repeats = row
+            values = weights / scale if divide else scale * weights
+            if repeats:  # rare: in order, one at a time
+                better = [(c, v) for c, v in zip(cols.tolist(), values.tolist(), strict=True) if v > scores[c]]
+                for col, value in better:
+                    if value > scores[col]:
+                        scores[col], source[col] = value, len(reasons)
+            else:
+                take = values > scores[cols]
+                scores[cols[take]] = values[take]
+                source[cols[take]] = len(reasons)
+            reasons.append(why)
 
         for rank, seed in enumerate(recent):
-            for other, score in self.also_bought.get(seed, []):
-                offer(other, score / (1 + rank), f"often bought with {seed}")
+            offer(index.also.get(seed), float(1 + rank), f"often bought with {seed}", divide=True)
         for rank, category in enumerate(top_categories):
-            for item, share in _shares(self.popular.get(category, [])):
-                offer(item, 0.5 / (1 + rank) * share, f"popular in {category}")
-        for item, share in _shares(self.popular_overall[: 2 * max_items]):
-            offer(item, 0.05 * share, "popular")
+            offer(index.lists.get(category), 0.5 / (1 + rank), f"popular in {category}")
+        offer(index.overall(max_items, lambda k: _shares(self.popular_overall[: 2 * k])), 0.05, "popular")
+        if recent:
+            source[[index.position[item] for item in recent]] = -1
+        found = np.flatnonzero(source >= 0)
+        listed = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
+        top = {index.items[i]: float(scores[i]) for i in listed}
+        because = {index.items[i]: reasons[source[i]] for i in listed}
         strategy = "co_purchase+category_popularity" if self.also_bought else "top_categories"
-        return self._payload(scores, because, max_items, strategy, top_categories, recent)
+        return self._payload(top, because, max_items, strategy, top_categories, recent)
 
     def recommend_history(
         self,
@@ -275,48 +270,45 @@ class Recommender:
     ) -> dict[str, Any]:
         """Buy-again scores (``orders``: their scale) blended with co-purchase, category and overall popularity.
 
-        A category's best sellers count only where they can rank: its first ``max_items``
-        (its shares fall strictly, so the rest are beaten by those within the category)
-        and the items with other evidence; each item's terms are added in the same order
-        whichever way, so the list is the one summing every best seller would give, at a
-        fraction of the cost (a buyer's blend otherwise scores a couple of hundred items).
+        Over arrays of every known item (:mod:`.blend_index`); each item's terms are
+        added in the same order as a term-by-term sum would, so the scores are the same
+        to the bit, and the reasons are worked out for the listed items only.
         """
-        blend = self.blend
-        scores: dict[str, float] = {}
-        get = scores.get
-        for item, (score, _) in again.items():
-            scores[item] = get(item, 0.0) + score / orders  # about the share of recent orders it was in
+        blend, index = self.blend, self._index()
+        scores = np.zeros(len(index.items))
+        touched = np.zeros(len(index.items), dtype=bool)
+        if again:
+            position = index.position
+            cols = np.fromiter((position[item] for item in again), dtype=np.int64, count=len(again))
+            # About the share of recent orders each was in.
+            scores[cols] = np.fromiter((s / orders for s, _ in again.values()), dtype=np.float64, count=len(again))
+            touched[cols] = True
         seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
-        for seed in seeds:
-            weight = blend.co_purchase * (again[seed][0] / orders)
-            for other, similarity in self.also_bought.get(seed, []):
-                scores[other] = get(other, 0.0) + weight * similarity
+        seed_weights = {seed: blend.co_purchase * (again[seed][0] / orders) for seed in seeds}
+        rows: list[tuple[Row, float]] = []
+        for seed, weight in seed_weights.items():
+            row = index.also.get(seed)
+            if row is not None:
+                rows.append((row, weight))
         weights: Mapping[str, float] = categories or self._bought_categories(again)
         # Heaviest first, ties by name, as the profile ranks them (features.derive.profile).
         ranked = sorted(sorted(weights), key=weights.__getitem__, reverse=True)[:TOP_CATEGORIES_KEPT]
         heaviest = weights[ranked[0]] if ranked else 0.0
         weighted = [(c, blend.category * weights[c] / heaviest) for c in ranked] if heaviest > 0 else []
         weighted = [(c, w) for c, w in weighted if w > 0]
-        overall = _shares(self.popular_overall[: 2 * max_items])
-        index = self._index()
-        candidates = set(scores)
-        candidates.update(item for item, _ in overall)
-        candidates.update(index.multi_category)
-        for category, _ in weighted:
-            candidates.update(item for item, _ in self._shares_of(category)[:max_items])
-        in_category: defaultdict[str, list[str]] = defaultdict(list)
-        for item in candidates:
-            for category in index.categories_of.get(item, ()):
-                in_category[category].append(item)
         for category, weight in weighted:
-            share_of = index.share_of.get(category, {})
-            for item in in_category.get(category, ()):
-                scores[item] = get(item, 0.0) + weight * share_of[item]
-        for item, share in overall:
-            scores[item] = get(item, 0.0) + blend.popular * share
-        top = {item: scores[item] for item in sorted(scores, key=lambda i: (-scores[i], i))[:max_items]}
-        overall_share = dict(overall)
-        because = {item: self._reason(item, again, orders, seeds, weighted, overall_share) for item in top}
+            row = index.lists.get(category)
+            if row is not None:
+                rows.append((row, weight))
+        overall = index.overall(max_items, lambda k: _shares(self.popular_overall[: 2 * k]))
+        rows.append((overall, blend.popular))
+        add_rows(scores, touched, rows)
+        found = np.flatnonzero(touched)
+        ranked_found = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
+        top = {index.items[i]: float(scores[i]) for i in ranked_found}
+        overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
+        by_category = dict(weighted)
+        because = {item: self._reason(item, again, orders, seed_weights, by_category, overall_share) for item in top}
         return self._payload(top, because, max_items, "buy_again+co_purchase+popularity", ranked[:3], [])
 
     def _reason(
@@ -324,29 +316,38 @@ class Recommender:
         item: str,
         again: Mapping[str, tuple[float, str]],
         orders: float,
-        seeds: list[str],
-        weighted: list[tuple[str, float]],
+        seed_weights: Mapping[str, float],
+        weighted: Mapping[str, float],
         overall: Mapping[str, float],
     ) -> str:
-        """The largest of the terms :meth:`_blend` added up for ``item`` (ties by the reason's text)."""
-        blend, index = self.blend, self._index()
+        """The largest of the terms :meth:`_blend` added up for ``item`` (ties by the reason's text).
+
+        Each reason is one seed's, one category's, buy-again's or popularity's, so a reason's
+        value is its own terms alone, summed in the blend's order.
+        """
+        index = self._index()
         parts: dict[str, float] = {}
         if item in again:
             score, why = again[item]
             parts[why] = score / orders
-        for seed in seeds:
-            similarity = index.neighbours(seed, self.also_bought).get(item)
-            if similarity is not None:
-                why = f"often bought with {seed}"
-                parts[why] = parts.get(why, 0.0) + blend.co_purchase * (again[seed][0] / orders) * similarity
-        for category, weight in weighted:
-            share = index.share_of.get(category, {}).get(item)
-            if share is not None:
-                why = f"popular in {category}"
-                parts[why] = parts.get(why, 0.0) + weight * share
+        listing = index.bought_with.get(item)
+        if listing:
+            # The fewer of the item's seeds and the user's: a best seller is listed by hundreds.
+            seeds = listing.keys() & seed_weights.keys() if len(listing) > len(seed_weights) else listing
+            for seed in seeds:
+                weight = seed_weights.get(seed)
+                if weight is not None:
+                    total = 0.0
+                    for similarity in listing[seed]:
+                        total += weight * similarity
+                    parts[f"often bought with {seed}"] = total
+        for category, share in index.listed_in.get(item, {}).items():
+            weight = weighted.get(category)
+            if weight is not None:
+                parts[f"popular in {category}"] = weight * share
         share = overall.get(item)
         if share is not None:
-            parts["popular"] = parts.get("popular", 0.0) + blend.popular * share
+            parts["popular"] = self.blend.popular * share
         return max(parts, key=lambda why: (parts[why], why))
 
     def _shares_of(self, category: str) -> list[tuple[str, float]]:
@@ -355,10 +356,11 @@ class Recommender:
             shares = self._category_shares[category] = _shares(self.popular.get(category, []))
         return shares
 
-    def _index(self) -> _Index:
-        """Lookups over the best-seller lists, built on first use (the recommender is read only)."""
+    def _index(self) -> BlendIndex:
+        """The tables as arrays, built on first use (the recommender is read only)."""
         if not self._lookups:
-            self._lookups.append(_Index.build(self, self.popular))
+            shares = {category: self._shares_of(category) for category in self.popular}
+            self._lookups.append(BlendIndex.build(self.also_bought, shares, self.popular_overall, self.category_of))
         return self._lookups[0]
 
     def _bought_categories(self, again: Mapping[str, tuple[float, str]]) -> dict[str, float]:

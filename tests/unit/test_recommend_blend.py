@@ -1,9 +1,8 @@
-"""The blend scores only the items that can rank, and gives exactly the list that scoring every one gives.
+"""The blend and the list without purchases, over arrays: exactly the lists that scoring item by item gives.
 
-The reference below is the blend as first written: every best seller of every
-profile category, every co-purchase neighbour, every term's reason kept. The
-shipped one skips best sellers past each category's first ``max_items`` unless
-they have other evidence; the lists, scores and reasons must not change.
+The references below are the two as first written, one item and one term at a
+time, every term's reason kept. The shipped ones add whole rows of arrays and work
+out the reasons of the listed items only; the lists, scores and reasons must not change.
 """
 
 from __future__ import annotations
@@ -52,6 +51,25 @@ def reference_blend(
     return [(i, round(scores[i], 6), max(parts[i], key=lambda w: (parts[i][w], w))) for i in top]
 
 
+def reference_build(rec: Recommender, recent: list[str], top: list[str], k: int) -> list[tuple[str, float, str]]:
+    scores: dict[str, float] = {}
+    because: dict[str, str] = {}
+
+    def offer(item: str, value: float, why: str) -> None:
+        if item not in recent and value > scores.get(item, 0.0):
+            scores[item], because[item] = value, why
+
+    for rank, seed in enumerate(recent):
+        for other, score in rec.also_bought.get(seed, []):
+            offer(other, score / (1 + rank), f"often bought with {seed}")
+    for rank, category in enumerate(top):
+        for item, share in _shares(rec.popular.get(category, [])):
+            offer(item, 0.5 / (1 + rank) * share, f"popular in {category}")
+    for item, share in _shares(rec.popular_overall[: 2 * k]):
+        offer(item, 0.05 * share, "popular")
+    return [(i, round(scores[i], 6), because[i]) for i in sorted(scores, key=lambda i: (-scores[i], i))[:k]]
+
+
 def listed(payload: dict[str, Any]) -> list[tuple[str, float, str]]:
     return [(e["item_id"], e["score"], e["because"]) for e in payload["items"]]
 
@@ -66,6 +84,13 @@ def test_every_simulated_buyer_gets_the_reference_list() -> None:
     now = events[-1].ts_ms
     buyers = 0
     for state in states.values():
+        recent = [
+            rec.item_by_hash[h]
+            for h, _ in sorted(state.recent_items.items(), key=lambda kv: -kv[1])
+            if h in rec.item_by_hash
+        ]
+        top = sorted(state.categories, key=lambda c: (-state.categories[c], c))[:3]
+        assert listed(rec._build(recent, top, 10)) == reference_build(rec, recent, top, 10)
         again = served_scores(state, rec.item_by_hash, now, rec.buy_again) if state.bought else {}
         if not again:
             continue
@@ -97,5 +122,15 @@ def test_items_on_several_category_lists_and_thin_lists_still_get_the_reference_
     rec = Recommender(also, popular, {i: categories[n % 6] for n, i in enumerate(items)}, {}, overall)
     again = {str(i): (float(rng.random()), f"bought {n} times") for n, i in enumerate(rng.choice(items, size=8))}
     profile = {str(c): float(rng.integers(0, 4)) for c in rng.choice([*categories, "c-unlisted"], size=4)}
+    recent = list(dict.fromkeys(str(i) for i in rng.choice(items, size=4)))
+    top = list(dict.fromkeys(str(c) for c in rng.choice([*categories, "c-unlisted"], size=3)))
     for k in (3, 10):
         assert listed(rec._blend(again, 2.5, k, profile)) == reference_blend(rec, again, 2.5, k, profile)
+        assert listed(rec._build(recent, top, k)) == reference_build(rec, recent, top, k)
+
+
+def test_without_purchases_an_item_keeps_its_first_best_offer_and_nothing_is_offered_at_zero() -> None:
+    rec = Recommender({"a": [("x", 0.5), ("z", 0.0)]}, {"c": [("x", 10)]}, {"x": "c", "z": "c"}, {}, [])
+    # 0.5 from the co-purchase of "a", then 0.5 / 1 * 1.0 from the best sellers of "c": a tie.
+    assert listed(rec._build(["a"], ["c"], 5)) == [("x", 0.5, "often bought with a")]
+    assert listed(rec._build(["a"], ["c"], 5)) == reference_build(rec, ["a"], ["c"], 5)
