@@ -27,6 +27,7 @@ TARGETS: tuple[tuple[str, str, float | str], ...] = (
     ("e2e.p99_ms_at_10k", "<=", 100),
     ("scoring.cpu_rows_per_s_4096", ">=", 2_000_000),
     ("state.bytes_per_user", "<=", 1024),
+    ("core.recommendation_share_of_batch", "<=", 0.10),
     ("state.rss_mb_1m_users", "<=", 2048),
     ("state.ttl_users_held", "<=", "1.01 * state.ttl_users_held_half"),
     ("train.events_per_s", ">=", 10_000_000 / 600),
