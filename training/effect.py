@@ -23,6 +23,7 @@ from typing import Any
 from retention_model.events import Event, EventType, parse_timestamp_ms
 from retention_model.features.state import DAY_MS
 from retention_model.monitoring.effect import Z_95, uplift_interval
+from training.effect_plots import plot_curve, plot_qini, plot_tiers
 
 __all__ = ["effect_report", "first_decisions", "headline", "qini_curve", "retention_curve", "write_effect_report"]
 
@@ -283,7 +284,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``effect.md``, ``effect.json`` and, with matplotlib, ``effect.png``."""
+    """Write ``effect.md``, ``effect.json`` and, with matplotlib, the plots (by tier, by day, Qini)."""
     import json
 
     out = Path(out_dir)
@@ -346,56 +347,19 @@ def write_effect_report(report: dict[str, Any], out_dir: str | Path) -> list[Pat
     if report.get("notes"):
         lines += ["", "**Read with care:**", *(f"- {note}" for note in report["notes"])]
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
-        lines += ["", "(Install the `report` extra for the plot.)"]
+        lines += ["", "(Install the `report` extra for the plots.)"]
     else:
-        tiers = list(report["groups"])
-        fig, ax = plt.subplots(figsize=(7, 4))
-        xs = range(len(tiers))
-        treated = [report["groups"][t]["treated_retention"] or 0 for t in tiers]
-        control = [report["groups"][t]["holdout_retention"] or 0 for t in tiers]
-        ax.bar([x - 0.2 for x in xs], treated, 0.4, label="treated")
-        ax.bar([x + 0.2 for x in xs], control, 0.4, label="holdout")
-        ax.set_xticks(list(xs), tiers)
-        ax.set_ylabel(f"retained within {report['horizon_days']} days")
-        ax.legend()
-        ax.set_title("Retention: treated vs holdout")
-        fig.tight_layout()
-        png = out / "effect.png"
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-        written.append(png)
+        written.append(plot_tiers(report, out / "effect.png"))
         lines += ["", "![Retention, treated vs holdout](effect.png)"]
         if curve:
-            written.append(_plot_curve(curve, out / "effect-curve.png"))
+            written.append(plot_curve(curve, out / "effect-curve.png"))
             lines += ["", "![Retention by day, treated vs holdout](effect-curve.png)"]
+        if qini.get(1.0) and qini[1.0]["incremental_retained"] is not None:
+            written.append(plot_qini(report["qini_curve"], out / "effect-qini.png"))
+            lines += ["", "![Qini curve, riskiest first, beside random](effect-qini.png)"]
     markdown = out / "effect.md"
     markdown.write_text("\n".join(lines) + "\n")
     written.append(markdown)
     return written
-
-
-def _plot_curve(curve: list[dict[str, Any]], path: Path) -> Path:
-    """Treated and holdout retention by day, each with its 95% band."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for group in ("treated", "holdout"):
-        points = [p for p in curve if p[f"{group}_retention"] is not None]
-        days = [p["day"] for p in points]
-        ax.plot(days, [p[f"{group}_retention"] for p in points], label=group)
-        ax.fill_between(
-            days, [p[f"{group}_ci95"][0] for p in points], [p[f"{group}_ci95"][1] for p in points], alpha=0.2
-        )
-    ax.set_xlabel("days after the decision")
-    ax.set_ylabel("retained (purchased) by then")
-    ax.set_title("Retention by day: treated vs holdout (95% bands)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

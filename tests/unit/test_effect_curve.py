@@ -48,7 +48,7 @@ def test_the_report_files_carry_the_curve(tmp_path: Path) -> None:
     assert "| 30 |" in markdown
 
 
-def test_the_qini_curve_rises_above_random_when_the_riskiest_respond() -> None:
+def test_the_qini_curve_rises_above_random_when_the_riskiest_respond(tmp_path: Path) -> None:
     """High-risk users come back when treated and not otherwise; low-risk ones buy either way."""
     decisions, events = [], []
     for i in range(80):
@@ -60,9 +60,21 @@ def test_the_qini_curve_rises_above_random_when_the_riskiest_respond() -> None:
             events.append(purchase(user, 5))
     events.append(Event("end", "x", EventType.VIEW, T0 + 40 * DAY))
 
-    qini = {round(point["share"], 2): point for point in effect_report(decisions, events, 30)["qini_curve"]}
+    report = effect_report(decisions, events, 30)
+    qini = {round(point["share"], 2): point for point in report["qini_curve"]}
 
     assert qini[0.5]["users"] == 40 and qini[0.5]["incremental_retained"] == pytest.approx(20.0)
     assert qini[1.0]["incremental_retained"] == pytest.approx(20.0)  # the low-risk half adds nothing
     assert qini[0.5]["random"] == pytest.approx(10.0)
     assert qini[0.5]["incremental_retained"] > qini[0.5]["random"]
+
+    written = write_effect_report(report, tmp_path)
+    assert tmp_path / "effect-qini.png" in written and (tmp_path / "effect-qini.png").stat().st_size > 1000
+    assert "![Qini curve, riskiest first, beside random](effect-qini.png)" in (tmp_path / "effect.md").read_text()
+
+
+def test_without_a_qini_curve_no_qini_plot_is_drawn(tmp_path: Path) -> None:
+    decisions = [decision("a", 0, "sent")]  # no holdout: no incremental figure to draw
+    write_effect_report(effect_report(decisions, [Event("end", "x", EventType.VIEW, T0 + 30 * DAY)], 30), tmp_path)
+    assert not (tmp_path / "effect-qini.png").exists()
+    assert "effect-qini.png" not in (tmp_path / "effect.md").read_text()

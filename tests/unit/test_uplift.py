@@ -147,7 +147,13 @@ def test_effect_report_recovers_the_true_uplift_within_its_interval(campaign, tm
     assert report["cost_per_retained_user"] == (pytest.approx(expected_cost) if expected_cost else None)
     assert set(report["groups"]) == {"high", "medium", "overall"}
     written = write_effect_report(report, tmp_path / "out")
-    assert {p.name for p in written} == {"effect.json", "effect.md", "effect.png", "effect-curve.png"}
+    assert {p.name for p in written} == {
+        "effect.json",
+        "effect.md",
+        "effect.png",
+        "effect-curve.png",
+        "effect-qini.png",
+    }
     assert "| overall |" in (tmp_path / "out" / "effect.md").read_text()
 
 
