@@ -17,6 +17,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> Path:
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_tiers(report: dict[str, Any], path: Path) -> Path:
     """Treated and holdout retention per risk tier, side by side."""
     plt = _pyplot()
@@ -29,12 +38,7 @@ def plot_tiers(report: dict[str, Any], path: Path) -> Path:
     ax.bar([x + 0.2 for x in xs], control, 0.4, label="holdout")
     ax.set_xticks(list(xs), tiers)
     ax.set_ylabel(f"retained within {report['horizon_days']} days")
-    ax.legend()
-    ax.set_title("Retention: treated vs holdout")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "Retention: treated vs holdout", path)
 
 
 def plot_curve(curve: list[dict[str, Any]], path: Path) -> Path:
@@ -50,12 +54,7 @@ def plot_curve(curve: list[dict[str, Any]], path: Path) -> Path:
         )
     ax.set_xlabel("days after the decision")
     ax.set_ylabel("retained (purchased) by then")
-    ax.set_title("Retention by day: treated vs holdout (95% bands)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "Retention by day: treated vs holdout (95% bands)", path)
 
 
 def plot_qini(qini: list[dict[str, Any]], path: Path) -> Path:
@@ -68,9 +67,4 @@ def plot_qini(qini: list[dict[str, Any]], path: Path) -> Path:
     ax.plot(shares, [0.0, *(p["random"] for p in points)], linestyle="--", color="grey", label="random")
     ax.set_xlabel("share of counted users targeted, riskiest first")
     ax.set_ylabel("incremental retained users")
-    ax.set_title("Qini curve: what targeting by risk adds over random")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "Qini curve: what targeting by risk adds over random", path)

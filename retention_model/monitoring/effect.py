@@ -13,8 +13,9 @@ without an offline job, that the policy is not making things worse.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import asdict, dataclass
+
+from retention_model.monitoring.quality import EventTimeWindow
 
 __all__ = ["Z_95", "EffectWindow", "LiveEffect", "uplift_interval"]
 
@@ -56,31 +57,16 @@ class LiveEffect:
         return asdict(self)
 
 
-class EffectWindow:
-    """Resolved outcomes of every model version over the last ``span_ms`` of event time, by group.
-
-    Placed at the event time their horizon closed, as :class:`~.quality.QualityWindow`
-    places them; at most ``max_outcomes`` (oldest go first).
-    """
+class EffectWindow(EventTimeWindow):
+    """Resolved outcomes of every model version over the last ``span_ms`` of event time, by group;
+    at most ``max_outcomes`` (oldest go first)."""
 
     def __init__(self, span_ms: int, max_outcomes: int = 200_000) -> None:
-        if span_ms <= 0 or max_outcomes <= 0:
-            msg = f"span_ms and max_outcomes must be positive, got {span_ms} and {max_outcomes}"
-            raise ValueError(msg)
-        self.span_ms = span_ms
-        self._rows: deque[tuple[int, bool, bool]] = deque(maxlen=max_outcomes)
-        self.end_ms = 0
+        super().__init__(span_ms, max_outcomes)
 
     def add(self, resolved_ms: int, holdout: bool, churned: bool) -> None:
         """One outcome; outcomes older than the window's start fall out."""
-        self._rows.append((resolved_ms, holdout, churned))
-        self.end_ms = max(self.end_ms, resolved_ms)
-        start, rows = self.end_ms - self.span_ms, self._rows
-        while rows and rows[0][0] <= start:
-            rows.popleft()
-
-    def __len__(self) -> int:
-        return len(self._rows)
+        self._append((resolved_ms, holdout, churned))
 
     def figures(self) -> LiveEffect:
         """The window's figures now."""

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "CALIBRATION_BINS",
+    "EventTimeWindow",
     "LiveQuality",
     "QualityWindow",
     "brier_score",
@@ -289,9 +290,7 @@ def quality_report(
     times = np.array([_ms(o[time_key]) for o in outcomes], dtype=np.int64)
     return {
         "model_live": outcome_quality(outcomes).as_dict(),
-        "by_version": {
-            v: outcome_quality(o for o in every if o["model_version"] == v).as_dict() for v in versions
-        },
+        "by_version": {v: outcome_quality(o for o in every if o["model_version"] == v).as_dict() for v in versions},
         "shadow_versions": shadow_versions,
         "holdout": outcome_quality(o for o in outcomes if o.get("holdout")).as_dict(),
         "calibration": calibration_table(labels, risks),
@@ -306,28 +305,29 @@ def _ms(text: str) -> int:
     return round(datetime.fromisoformat(text).timestamp() * 1000)
 
 
-class QualityWindow:
-    """Resolved outcomes of one model version over the last ``span_ms`` of event time, at most ``max_outcomes``.
+class EventTimeWindow:
+    """Rows placed at the event time their outcome resolved, over the last ``span_ms``, at most ``max_rows``.
 
     Event time, not arrival: an outcome is placed at the moment its horizon
     closed, so a replay and live traffic slide the window alike. The count bound
     keeps memory fixed when outcomes come faster than expected (oldest go first).
+    Each row's first field is that resolution time.
     """
 
-    def __init__(self, span_ms: int, max_outcomes: int = 50_000) -> None:
-        if span_ms <= 0 or max_outcomes <= 0:
-            msg = f"span_ms and max_outcomes must be positive, got {span_ms} and {max_outcomes}"
+    def __init__(self, span_ms: int, max_rows: int) -> None:
+        if span_ms <= 0 or max_rows <= 0:
+            msg = f"span_ms and max_outcomes must be positive, got {span_ms} and {max_rows}"
             raise ValueError(msg)
         self.span_ms = span_ms
-        self._rows: deque[tuple[int, float, bool, bool]] = deque(maxlen=max_outcomes)
+        self._rows: deque[tuple[Any, ...]] = deque(maxlen=max_rows)
         #: Latest resolution time seen (event time, ms); the window ends here.
         self.end_ms = 0
 
-    def add(self, resolved_ms: int, risk: float, churned: bool, top: bool) -> None:
-        """One outcome, resolved at ``resolved_ms``; outcomes older than the window's start fall out."""
-        self._rows.append((resolved_ms, risk, churned, top))
-        if resolved_ms > self.end_ms:
-            self.end_ms = resolved_ms
+    def _append(self, row: tuple[Any, ...]) -> None:
+        """One row; rows older than the window's start fall out."""
+        self._rows.append(row)
+        if row[0] > self.end_ms:
+            self.end_ms = row[0]
         start = self.end_ms - self.span_ms
         rows = self._rows
         while rows and rows[0][0] <= start:
@@ -335,6 +335,17 @@ class QualityWindow:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+
+class QualityWindow(EventTimeWindow):
+    """Resolved outcomes of one model version over the last ``span_ms`` of event time, at most ``max_outcomes``."""
+
+    def __init__(self, span_ms: int, max_outcomes: int = 50_000) -> None:
+        super().__init__(span_ms, max_outcomes)
+
+    def add(self, resolved_ms: int, risk: float, churned: bool, top: bool) -> None:
+        """One outcome, resolved at ``resolved_ms``; outcomes older than the window's start fall out."""
+        self._append((resolved_ms, risk, churned, top))
 
     def figures(self) -> LiveQuality:
         """The window's figures now (an outcome resolved out of order counts until it is first in line)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from retention_model.events import Event
 from retention_model.features.derive import feature_matrix
-from retention_model.features.state import load_state
+from retention_model.features.state import UserState, load_state
 from retention_model.pipeline.outcomes import PendingScore, Snapshot
 from retention_model.pipeline.partition import PartitionContext
 from retention_model.pipeline.records import ModelCall
@@ -32,9 +32,7 @@ def snapshots_before_fold(
     keys = sample.passing(events)
     if not keys:
         return []
-    raws = context.stores.states.get_many(keys)
-    stored = {key: None if raw is None else load_state(raw) for key, raw in zip(keys, raws)}
-    return sample.crossing(events, stored, model.horizon_ms, model.max_silence_ms)
+    return sample.crossing(events, _fresh_states(context, keys), model.horizon_ms, model.max_silence_ms)
 
 
 def snapshots_at_watermark(context: PartitionContext, model: ModelCall) -> list[Snapshot]:
@@ -45,9 +43,13 @@ def snapshots_at_watermark(context: PartitionContext, model: ModelCall) -> list[
     keys = sample.due_members(context.watermark)
     if not keys:
         return []
+    return sample.sweep(_fresh_states(context, keys), context.watermark, model.horizon_ms, model.max_silence_ms)
+
+
+def _fresh_states(context: PartitionContext, keys: list[bytes]) -> dict[bytes, UserState | None]:
+    """The stored states of ``keys``, decoded anew (never the live ones, never the cache's)."""
     raws = context.stores.states.get_many(keys)
-    stored = {key: None if raw is None else load_state(raw) for key, raw in zip(keys, raws)}
-    return sample.sweep(stored, context.watermark, model.horizon_ms, model.max_silence_ms)
+    return {key: None if raw is None else load_state(raw) for key, raw in zip(keys, raws)}
 
 
 async def score_snapshots(
@@ -62,13 +64,13 @@ async def score_snapshots(
     scored: list[tuple[str, Any, bool]] = [(model.version, inference.risks, False)]
     if model.shadow_version is not None and inference.shadow_risks is not None:
         scored.append((model.shadow_version, inference.shadow_risks, True))
+    holdouts = [in_holdout(snap.user_id, policy) for _, snap in snapshots]
     for version, risks, shadow in scored:
-        for (context, snap), risk in zip(snapshots, risks):
+        for (context, snap), risk, holdout in zip(snapshots, risks, holdouts):
             sample = context.outcomes
             if sample is None or snap.key not in sample.members:
                 continue  # left the sample meanwhile
             value = float(risk)
-            holdout = in_holdout(snap.user_id, policy)
             sample.add(
                 snap.key,
                 PendingScore(
