@@ -61,7 +61,7 @@ class Models:
             model.version,
             recommender,
             shadow.version if shadow is not None else None,
-            horizon_ms=int((meta.horizon_days if meta is not None else 30.0) * 86_400_000),
+            horizon_ms=int((meta.horizon_days if meta is not None else 30.0) * DAY_MS),
             max_silence_ms=None if silence_days is None else int(silence_days * DAY_MS),
         )
 

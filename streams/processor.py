@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from retention_model.features.state import DAY_MS
 from retention_model.model.scorer import ChurnModel
 from retention_model.pipeline.batch import BatchPipeline, PipelineConfig
 from retention_model.pipeline.decode import DecodeLimits
@@ -76,7 +77,7 @@ class BatchProcessor:
             future_skew_ms=int(settings.max_future_skew_s * 1000),
             watermark_jump_ms=int(settings.watermark_jump_s * 1000),
         )
-        ttl_ms = int(settings.state_ttl_days * 86_400_000) or None
+        ttl_ms = int(settings.state_ttl_days * DAY_MS) or None
         config = PipelineConfig(
             settings.policy,
             settings.partitions,

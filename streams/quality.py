@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from retention_model.features.state import DAY_MS
 from retention_model.model.scorer import ChurnModel
 from retention_model.monitoring.effect import EffectWindow
 from retention_model.monitoring.quality import QualityWindow
@@ -35,7 +36,7 @@ class QualityMonitor:
 
     def __init__(self, metrics: Metrics, window_days: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = metrics
-        self.span_ms = int(window_days * 86_400_000)
+        self.span_ms = int(window_days * DAY_MS)
         self.clock = clock
         self.windows: dict[str, QualityWindow] = {}
         #: Every version's outcomes by policy group: the live effect (see :mod:`retention_model.monitoring.effect`).

@@ -13,7 +13,7 @@ from typing import Final, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from retention_model.features.definitions import FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
+from retention_model.features.definitions import DERIVED_FEATURES, FEATURE_NAMES, HALF_LIVES_DAYS, SIGNALS
 from retention_model.features.state import DAY_MS, N_HALF_LIVES, RECENT_PURCHASES_KEPT, UserState
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
 
 _INDEX: Final = {signal.on: i for i, signal in enumerate(SIGNALS)}
 _HL: Final = {h: j for j, h in enumerate(HALF_LIVES_DAYS)}
+#: Each derived feature's model input column, by name (:data:`DERIVED_FEATURES`).
+_DERIVED_COLUMNS: Final = {name: FEATURE_NAMES.index(name) for name, _ in DERIVED_FEATURES}
 
 # BG/NBD parameters fitted on the full CDNOW cohort (weeks; see shared data README).
 # Used as a fixed prior so that P(alive) exists for a user from the first purchase.
@@ -130,40 +132,47 @@ def feature_matrix(states: Sequence[UserState], now_ms: Sequence[int]) -> np.nda
     zeros = 64.0 - np.fromiter((s.category_bits.bit_count() for s in states), dtype=np.float64, count=n)
     distinct = np.where(zeros == 0, 64.0 * math.log(64.0), -64.0 * np.log(np.maximum(zeros, 1.0) / 64.0))
 
-    derived = (
-        recency,
-        purchase_recency,
-        tenure,
-        has_purchased.astype(np.float64),
-        np.where(has_purchased, _ratios(purchases * 30.0, np.maximum(purchase_age, 1.0)), 0.0),
-        _ratios(tot("spend"), purchases),
-        _ratios(tot("spend"), tot("items")),
-        _ratios(dec("sessions", 7) / 7.0, dec("sessions", 30) / 30.0),
-        _ratios(dec("views", 7) / 7.0, dec("views", 30) / 30.0),
-        _ratios(dec("purchases", 30) / 30.0, dec("purchases", 90) / 90.0),
-        _ratios(dec("spend", 30) / 30.0, dec("spend", 90) / 90.0),
-        np.where(cart_adds_30 > 0, np.maximum(0.0, 1.0 - _ratios(dec("purchases", 30), cart_adds_30)), 0.0),
-        _ratios(tot("cancels"), purchases),
-        _ratios(tot("returns"), purchases),
-        mean_rating,
-        ((mean_rating > 0) & (mean_rating < 3.0)).astype(np.float64),
-        _ratios(tot("coupon_purchases"), purchases),
-        mean_gap,
-        _gap_std_days([s.recent_purchases_ms for s in states]),
-        _ratios(purchase_recency, mean_gap),
-        x,
-        t_x,
-        purchase_age,
-        np.where(has_purchased, bgnbd_p_alive(x, t_x, purchase_age), 0.0),
-        np.where(has_purchased, bgnbd_p_purchase(x, t_x, purchase_age), 0.0),
-        distinct,
-    )
+    derived = {
+        "recency_days": recency,
+        "purchase_recency_days": purchase_recency,
+        "tenure_days": tenure,
+        "has_purchased": has_purchased.astype(np.float64),
+        "purchase_frequency_30d": np.where(
+            has_purchased, _ratios(purchases * 30.0, np.maximum(purchase_age, 1.0)), 0.0
+        ),
+        "avg_order_value": _ratios(tot("spend"), purchases),
+        "avg_item_price": _ratios(tot("spend"), tot("items")),
+        "sessions_trend_7d_30d": _ratios(dec("sessions", 7) / 7.0, dec("sessions", 30) / 30.0),
+        "views_trend_7d_30d": _ratios(dec("views", 7) / 7.0, dec("views", 30) / 30.0),
+        "purchases_trend_30d_90d": _ratios(dec("purchases", 30) / 30.0, dec("purchases", 90) / 90.0),
+        "spend_trend_30d_90d": _ratios(dec("spend", 30) / 30.0, dec("spend", 90) / 90.0),
+        "cart_abandonment_30d": np.where(
+            cart_adds_30 > 0, np.maximum(0.0, 1.0 - _ratios(dec("purchases", 30), cart_adds_30)), 0.0
+        ),
+        "cancel_rate": _ratios(tot("cancels"), purchases),
+        "return_rate": _ratios(tot("returns"), purchases),
+        "mean_rating": mean_rating,
+        "low_rating": ((mean_rating > 0) & (mean_rating < 3.0)).astype(np.float64),
+        "coupon_share": _ratios(tot("coupon_purchases"), purchases),
+        "mean_gap_days": mean_gap,
+        "gap_std_days": _gap_std_days([s.recent_purchases_ms for s in states]),
+        "overdue_ratio": _ratios(purchase_recency, mean_gap),
+        "btyd_x": x,
+        "btyd_t_x_days": t_x,
+        "btyd_T_days": purchase_age,
+        "btyd_p_alive": np.where(has_purchased, bgnbd_p_alive(x, t_x, purchase_age), 0.0),
+        "btyd_p_purchase_30d": np.where(has_purchased, bgnbd_p_purchase(x, t_x, purchase_age), 0.0),
+        "distinct_categories": distinct,
+    }
     matrix = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
     signal_block = matrix[:, : len(SIGNALS) * (1 + N_HALF_LIVES)].reshape(n, len(SIGNALS), 1 + N_HALF_LIVES)
     signal_block[:, :, 0] = totals
     signal_block[:, :, 1:] = decayed
-    for column, values in enumerate(derived, start=len(SIGNALS) * (1 + N_HALF_LIVES)):
-        matrix[:, column] = values
+    if derived.keys() != _DERIVED_COLUMNS.keys():
+        missing, extra = _DERIVED_COLUMNS.keys() - derived.keys(), derived.keys() - _DERIVED_COLUMNS.keys()
+        raise RuntimeError(f"derived features out of step with DERIVED_FEATURES: missing {missing}, extra {extra}")
+    for name, values in derived.items():
+        matrix[:, _DERIVED_COLUMNS[name]] = values
     return matrix
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from retention_model.features.state import DAY_MS
+
 __all__ = [
     "CALIBRATION_BINS",
     "EventTimeWindow",
@@ -41,7 +43,6 @@ __all__ = [
 CALIBRATION_BINS = 10
 #: Spans of score time up to this many days are shown per day, longer ones per week.
 DAILY_UP_TO_DAYS = 14
-_DAY_MS = 86_400_000
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -237,7 +238,7 @@ def score_distribution(
     """
     labels = np.asarray(churned, dtype=np.float64)
     scores = np.asarray(risks, dtype=np.float64)
-    days = np.asarray(times_ms, dtype=np.int64) // _DAY_MS
+    days = np.asarray(times_ms, dtype=np.int64) // DAY_MS
     if period == "auto":
         period = "day" if len(days) == 0 or days.max() - days.min() < DAILY_UP_TO_DAYS else "week"
     # Day 0 (1970-01-01) was a Thursday: three days back is a Monday.
@@ -278,7 +279,7 @@ def quality_report(
     """
     if window_days is not None and outcomes:
         ends = [_ms(o["resolved_at"]) for o in outcomes]
-        start = max(ends) - window_days * _DAY_MS
+        start = max(ends) - window_days * DAY_MS
         outcomes = [o for o, end in zip(outcomes, ends, strict=True) if end > start]
     every = outcomes
     versions = sorted({str(o["model_version"]) for o in outcomes})

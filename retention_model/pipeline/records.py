@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from retention_model.events import DecodeError, Event, EventType
-from retention_model.features.state import UserState
+from retention_model.features.state import DAY_MS, UserState
 from retention_model.monitoring.drift import FeatureReference
 from retention_model.pipeline.outcomes import Outcome
 from retention_model.policy.recommend import Recommender
@@ -166,9 +166,9 @@ class ModelCall:
     #: The bundle's feature reference: event-triggered rows are counted into its bins (drift).
     reference: FeatureReference | None = None
     #: The model's label horizon (ms): P(no purchase within it) is what ``risks`` are.
-    horizon_ms: int = 30 * 86_400_000
+    horizon_ms: int = 30 * DAY_MS
     #: Users silent longer than this at a cutoff had no training rows (the bundle's filter); None: no limit.
-    max_silence_ms: int | None = 120 * 86_400_000
+    max_silence_ms: int | None = 120 * DAY_MS
 
 
 @dataclass(slots=True)

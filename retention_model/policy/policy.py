@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from retention_model.features.state import DAY_MS, UserState
+from retention_model.features.state import DAY_MS, HOUR_MS, UserState
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
@@ -62,7 +62,7 @@ def iso_ms(ts_ms: int) -> str:
         '2023-11-14T22:13:20.123Z'
     """
     day, in_day = divmod(ts_ms, DAY_MS)
-    hours, in_hour = divmod(in_day, 3_600_000)
+    hours, in_hour = divmod(in_day, HOUR_MS)
     minutes, in_minute = divmod(in_hour, 60_000)
     seconds, millis = divmod(in_minute, 1000)
     return f"{_iso_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
