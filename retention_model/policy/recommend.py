@@ -277,11 +277,15 @@ class Recommender:
         blend, index = self.blend, self._index()
         scores = np.zeros(len(index.items))
         touched = np.zeros(len(index.items), dtype=bool)
-        if again:
-            position = index.position
-            cols = np.fromiter((position[item] for item in again), dtype=np.int64, count=len(again))
+        position = index.position
+        # An item bought only on its own is in no table (offline only: the worker keeps
+        # items the bundle can name); it has buy-again alone and joins the ranking below.
+        unlisted = {item: again[item][0] / orders for item in again if item not in position}
+        known = [item for item in again if item in position]
+        if known:
+            cols = np.fromiter((position[item] for item in known), dtype=np.int64, count=len(known))
             # About the share of recent orders each was in.
-            scores[cols] = np.fromiter((s / orders for s, _ in again.values()), dtype=np.float64, count=len(again))
+            scores[cols] = np.fromiter((again[i][0] / orders for i in known), dtype=np.float64, count=len(known))
             touched[cols] = True
         seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
         seed_weights = {seed: blend.co_purchase * (again[seed][0] / orders) for seed in seeds}
@@ -306,6 +310,9 @@ class Recommender:
         found = np.flatnonzero(touched)
         ranked_found = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
         top = {index.items[i]: float(scores[i]) for i in ranked_found}
+        if unlisted:
+            top.update(unlisted)
+            top = {item: top[item] for item in sorted(top, key=lambda i: (-top[i], i))[:max_items]}
         overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
         by_category = dict(weighted)
         because = {item: self._reason(item, again, orders, seed_weights, by_category, overall_share) for item in top}
