@@ -22,7 +22,7 @@ import numpy as np
 
 from retention_model.events import Event, EventType
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, item_hash
-from retention_model.features.state.bought import orders_weight
+from retention_model.features.state.bought import bought_names, orders_weight
 from retention_model.policy.blend_index import BlendIndex, Row, add_rows
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
@@ -157,6 +157,8 @@ class Recommender:
     _category_shares: dict[str, list[tuple[str, float]]] = field(default_factory=dict, compare=False, repr=False)
     #: The :class:`~.blend_index.BlendIndex`, once built.
     _lookups: list[BlendIndex] = field(default_factory=list, compare=False, repr=False)
+    #: Item names by the key the state keeps items bought under, once built.
+    _names_bought: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -187,7 +189,7 @@ class Recommender:
         not modify it.
         """
         if now_ms is not None and state.bought:
-            again = served_scores(state, self.item_by_hash, now_ms, self.buy_again)
+            again = served_scores(state, self._bought_names(), now_ms, self.buy_again)
             if again:
                 orders = orders_weight(int(state.totals[PURCHASES_SIGNAL]))
                 return self._blend(again, orders, max_items, state.categories)
@@ -369,6 +371,12 @@ class Recommender:
             shares = {category: self._shares_of(category) for category in self.popular}
             self._lookups.append(BlendIndex.build(self.also_bought, shares, self.popular_overall, self.category_of))
         return self._lookups[0]
+
+    def _bought_names(self) -> dict[int, str]:
+        """Names by :func:`~retention_model.features.state.bought.bought_key`, built on first use."""
+        if not self._names_bought and self.item_by_hash:
+            self._names_bought.update(bought_names(self.item_by_hash))
+        return self._names_bought
 
     def _bought_categories(self, again: Mapping[str, tuple[float, str]]) -> dict[str, float]:
         """Category weights from the user's own items' buy-again scores (no profile at hand)."""

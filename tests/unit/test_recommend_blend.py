@@ -91,7 +91,7 @@ def test_every_simulated_buyer_gets_the_reference_list() -> None:
         ]
         top = sorted(state.categories, key=lambda c: (-state.categories[c], c))[:3]
         assert listed(rec._build(recent, top, 10)) == reference_build(rec, recent, top, 10)
-        again = served_scores(state, rec.item_by_hash, now, rec.buy_again) if state.bought else {}
+        again = served_scores(state, rec._bought_names(), now, rec.buy_again) if state.bought else {}
         if not again:
             continue
         buyers += 1
