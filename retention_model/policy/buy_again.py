@@ -4,7 +4,7 @@ buy each item, and whether its usual gap has passed.
 For a shop of consumables a user's own repeat purchases are the strongest signal it
 has (on the Instacart sample about 60% of order lines are reorders). Offline the score
 comes from each user's whole purchase history (:class:`PurchaseHistory`, built from the
-log); the worker serves it from the summary its state keeps of the last 8 items bought
+log); the worker serves it from the summary its state keeps of the last 16 items bought
 (:mod:`retention_model.features.state.bought`, :func:`served_scores`).
 
 The score of an item the user bought is a decayed count of the orders it was in
@@ -152,8 +152,9 @@ def served_scores(
     state: UserState, names: Mapping[int, str], now_ms: int, config: BuyAgainConfig = BuyAgainConfig()
 ) -> dict[str, tuple[float, str]]:
     """:func:`buy_again_scores` from what the worker's state keeps (:mod:`~retention_model.features.state.bought`):
-    the items it can name, their usual gap taken as the mean (last - first) / (orders - 1),
-    their weights decayed by the state's half-life (:data:`ORDER_HALF_LIFE`, the config's default)."""
+    the items it can name (``names``: by ``bought_key``), their usual gap taken as the mean
+    (last - first) / (orders - 1), their weights decayed by the state's half-life
+    (:data:`ORDER_HALF_LIFE`, the config's default)."""
     orders = int(state.totals[PURCHASES_SIGNAL])
     out: dict[str, tuple[float, str]] = {}
     for item, entry in state.bought.items():

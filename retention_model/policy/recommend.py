@@ -22,7 +22,7 @@ import numpy as np
 
 from retention_model.events import Event, EventType
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, item_hash
-from retention_model.features.state.bought import orders_weight
+from retention_model.features.state.bought import bought_names, orders_weight
 from retention_model.policy.blend_index import BlendIndex, Row, add_rows
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
@@ -157,6 +157,8 @@ class Recommender:
     _category_shares: dict[str, list[tuple[str, float]]] = field(default_factory=dict, compare=False, repr=False)
     #: The :class:`~.blend_index.BlendIndex`, once built.
     _lookups: list[BlendIndex] = field(default_factory=list, compare=False, repr=False)
+    #: Item names by the key the state keeps items bought under, once built.
+    _names_bought: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -187,7 +189,7 @@ class Recommender:
         not modify it.
         """
         if now_ms is not None and state.bought:
-            again = served_scores(state, self.item_by_hash, now_ms, self.buy_again)
+            again = served_scores(state, self._bought_names(), now_ms, self.buy_again)
             if again:
                 orders = orders_weight(int(state.totals[PURCHASES_SIGNAL]))
                 return self._blend(again, orders, max_items, state.categories)
@@ -277,11 +279,15 @@ class Recommender:
         blend, index = self.blend, self._index()
         scores = np.zeros(len(index.items))
         touched = np.zeros(len(index.items), dtype=bool)
-        if again:
-            position = index.position
-            cols = np.fromiter((position[item] for item in again), dtype=np.int64, count=len(again))
+        position = index.position
+        # An item bought only on its own is in no table (offline only: the worker keeps
+        # items the bundle can name); it has buy-again alone and joins the ranking below.
+        unlisted = {item: again[item][0] / orders for item in again if item not in position}
+        known = [item for item in again if item in position]
+        if known:
+            cols = np.fromiter((position[item] for item in known), dtype=np.int64, count=len(known))
             # About the share of recent orders each was in.
-            scores[cols] = np.fromiter((s / orders for s, _ in again.values()), dtype=np.float64, count=len(again))
+            scores[cols] = np.fromiter((again[i][0] / orders for i in known), dtype=np.float64, count=len(known))
             touched[cols] = True
         seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
         seed_weights = {seed: blend.co_purchase * (again[seed][0] / orders) for seed in seeds}
@@ -306,6 +312,9 @@ class Recommender:
         found = np.flatnonzero(touched)
         ranked_found = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
         top = {index.items[i]: float(scores[i]) for i in ranked_found}
+        if unlisted:
+            top.update(unlisted)
+            top = {item: top[item] for item in sorted(top, key=lambda i: (-top[i], i))[:max_items]}
         overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
         by_category = dict(weighted)
         because = {item: self._reason(item, again, orders, seed_weights, by_category, overall_share) for item in top}
@@ -362,6 +371,12 @@ class Recommender:
             shares = {category: self._shares_of(category) for category in self.popular}
             self._lookups.append(BlendIndex.build(self.also_bought, shares, self.popular_overall, self.category_of))
         return self._lookups[0]
+
+    def _bought_names(self) -> dict[int, str]:
+        """Names by :func:`~retention_model.features.state.bought.bought_key`, built on first use."""
+        if not self._names_bought and self.item_by_hash:
+            self._names_bought.update(bought_names(self.item_by_hash))
+        return self._names_bought
 
     def _bought_categories(self, again: Mapping[str, tuple[float, str]]) -> dict[str, float]:
         """Category weights from the user's own items' buy-again scores (no profile at hand)."""

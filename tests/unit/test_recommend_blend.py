@@ -91,7 +91,7 @@ def test_every_simulated_buyer_gets_the_reference_list() -> None:
         ]
         top = sorted(state.categories, key=lambda c: (-state.categories[c], c))[:3]
         assert listed(rec._build(recent, top, 10)) == reference_build(rec, recent, top, 10)
-        again = served_scores(state, rec.item_by_hash, now, rec.buy_again) if state.bought else {}
+        again = served_scores(state, rec._bought_names(), now, rec.buy_again) if state.bought else {}
         if not again:
             continue
         buyers += 1
@@ -134,3 +134,13 @@ def test_without_purchases_an_item_keeps_its_first_best_offer_and_nothing_is_off
     # 0.5 from the co-purchase of "a", then 0.5 / 1 * 1.0 from the best sellers of "c": a tie.
     assert listed(rec._build(["a"], ["c"], 5)) == [("x", 0.5, "often bought with a")]
     assert listed(rec._build(["a"], ["c"], 5)) == reference_build(rec, ["a"], ["c"], 5)
+
+
+def test_an_item_bought_only_on_its_own_is_ranked_by_buy_again_alone() -> None:
+    # Issue 21: on the Instacart sample an item in single-item orders only is in no table;
+    # the blend over arrays raised KeyError on it.
+    rec = Recommender({"a": [("x", 0.5)], "x": [("a", 0.5)]}, {}, {}, {}, [("x", 3), ("a", 2)])
+    again = {"solo": (2.0, "bought 2 times"), "a": (1.0, "bought once"), "zz": (0.001, "bought once")}
+    for k in (1, 2, 10):
+        assert listed(rec._blend(again, 2.0, k, {})) == reference_blend(rec, again, 2.0, k, {})
+    assert listed(rec._blend(again, 2.0, 2, {}))[0] == ("solo", 1.0, "bought 2 times")

@@ -84,6 +84,23 @@ def test_repeat_buyers_are_served_their_rhythm_and_lists_are_written(tmp_path: P
     assert [row["rank"] for row in rows if row["user_id"] == "u1"] == ["1", "2"]
 
 
+def test_the_served_lists_are_held_to_the_same_target_on_the_same_resamples() -> None:
+    # Issue 21: the target counts only if what the worker serves meets it too.
+    report, _ = evaluate_recommendations(weekly_shop(), T0 + 45 * DAY_MS, k=2, replicates=100)
+    served = report["shipped_as_served_minus"]
+    assert "shipped_as_served" not in served and "shipped" in served
+    assert served["shipped"]["hit_rate"]["difference"] == pytest.approx(
+        -report["shipped_minus"]["shipped_as_served"]["hit_rate"]["difference"]
+    )
+    ratio = (
+        report["methods"]["shipped_as_served"]["hit_rate"]["value"]
+        / report["methods"]["popularity"]["hit_rate"]["value"]
+    )
+    assert report["as_served"]["hit_rate_ratio_to_popularity"]["value"] == pytest.approx(ratio, abs=1e-3)
+    assert report["as_served"]["target"]["best_simple_baseline"] in ("own_most_bought", "own_then_popular", "item_knn")
+    assert "As served:" in format_report(report)
+
+
 def test_a_cutoff_with_nothing_on_one_side_says_which_way_to_move() -> None:
     with pytest.raises(TrainingDataError, match="choose a later --cutoff"):
         evaluate_recommendations(weekly_shop(), T0 - DAY_MS)

@@ -25,6 +25,7 @@ from retention_model.features.state import (
     load_state,
     merge_states,
 )
+from retention_model.features.state.bought import bought_key, to_float32
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SPEND = [s.on for s in SIGNALS].index("spend")
@@ -128,7 +129,7 @@ def test_state_of_a_busy_user_stays_under_one_kib() -> None:
         apply_event(
             state, Event(f"o{i}", "u1", EventType.PURCHASE, T0, price=1.0, order_id=f"order-{i:030d}", items=lines)
         )
-    assert len(state.recent_event_ids) == 8 and len(state.recent_order_ids) == 4 and len(state.bought) == 8
+    assert len(state.recent_event_ids) == 8 and len(state.recent_order_ids) == 4 and len(state.bought) == 16
     blob = dump_state(state)
     assert load_state(blob) == state
     assert len(blob) <= 1280
@@ -195,8 +196,8 @@ def test_version_one_state_loads() -> None:
     assert state.totals[SPEND] == 90.0
     assert state.categories.keys() == {"books"}
     assert not state.opted_out and not state.recent_items and state.cap_count == 0  # v2 fields start empty
-    assert load_state(dump_state(state)) == state  # rewritten as v4, nothing lost
-    assert dump_state(state)[0] == 4
+    assert load_state(dump_state(state)) == state  # rewritten as v5, nothing lost
+    assert dump_state(state)[0] == 5
 
 
 def test_unknown_state_version_is_refused() -> None:
@@ -274,7 +275,7 @@ def test_version_two_state_loads() -> None:
     assert state.recent_items == {item_hash("sku-1"): (T0 + 3_600_000) // 3_600_000}
     assert state.recent_event_ids == [] and state.last_coupon_wall_ms == 0  # v3 fields start empty
     assert load_state(dump_state(state)) == state
-    assert dump_state(state)[0] == 4
+    assert dump_state(state)[0] == 5
 
 
 # Written by state format version 3 (a view of sku-1, an order of sku-1 and sku-2 with id o-1,
@@ -306,7 +307,7 @@ def test_version_three_state_loads() -> None:
     assert state.last_coupon_wall_ms == T0 + DAY_MS and state.cap_count == 1
     assert state.bought == {}  # v4's items bought start empty: served from the next purchase on
     assert load_state(dump_state(state)) == state
-    assert dump_state(state)[0] == 4
+    assert dump_state(state)[0] == 5
 
 
 def test_reanchoring_keeps_values_over_years() -> None:
@@ -360,3 +361,38 @@ def test_batch_features_match_each_user_alone_and_brute_force(histories: list[li
         assert named["btyd_x"] == max(0, len(bought) - 1)
         assert 0.0 <= named["btyd_p_alive"] <= 1.0
         assert 0.0 <= named["btyd_p_purchase_30d"] <= named["btyd_p_alive"] + 1e-12
+
+
+# Written by state format version 4 (an order of sku-1 and sku-2 an hour in, a week later one
+# of sku-1: order ids o-1, o-2), frozen here.
+V4_BLOB = bytes.fromhex(
+    "04ffffffffffffffff007c291f94010000806a601f940100000000364394010000806a601f9401000000003643940100"
+    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000f0bf000000"
+    "00000000000000000000000000000000000200000000000000000000000000000000000000000000000000000000002a"
+    "400000000000000040000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000ac823e0bf0206040567bab9d770808"
+    "4028465aa37e69014060c0962e1972004002a64c191c4a8040c1ea609186093140426c1fdcf56b2b40c5b68f85eb722a"
+    "40ac823e0bf0206040567bab9d7708084028465aa37e69014060c0962e19720040000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000000000000000000000000000000000000002806a601f00003643940194010000"
+    "00000000000000000000000002ad6562f217346b6b02da0f3ecd605e375402cda98029402774e6595b0700005c070002"
+    "0090f06d6dc6edfd3f020000004d2a063f3aa30e7f595b0700595b07000100000000000000f03f01000000"
+)
+
+
+def test_version_four_state_loads_its_items_bought_as_version_five_keeps_them() -> None:
+    state = load_state(V4_BLOB)
+    assert state.totals[PURCHASES] == 2 and len(state.recent_order_ids) == 2
+    hour = (T0 + 3_600_000) // 3_600_000
+    sku1, sku2 = bought_key("sku-1"), bought_key("sku-2")
+    # Both weights now as of the second order: sku-2's (1.0 at the first) decays one order.
+    assert state.bought == {
+        sku1: [hour, hour + 167, 2, to_float32(1.0 + 2**-0.2), 2],
+        sku2: [hour, hour, 1, to_float32(2**-0.2), 2],
+    }
+    assert load_state(dump_state(state)) == state
+    assert dump_state(state)[0] == 5

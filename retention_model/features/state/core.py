@@ -27,7 +27,7 @@ from typing import Final, Literal
 
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import HALF_LIVES_DAYS, SIGNALS
-from retention_model.features.state.bought import add_bought, bought_items, item_hash
+from retention_model.features.state.bought import add_bought, bought_items, bought_key, item_hash
 
 __all__ = [
     "APPLIED",
@@ -57,7 +57,7 @@ __all__ = [
 
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
-STATE_VERSION: Final = 4
+STATE_VERSION: Final = 5
 
 #: What :func:`apply_event` did with an event; the values are the
 #: ``retention_events_total`` outcome labels.
@@ -172,7 +172,8 @@ class UserState:
         #: 32-bit hashes of the last event ids and purchase order ids, oldest first.
         self.recent_event_ids: list[int] = []
         self.recent_order_ids: list[int] = []
-        # State version 4: item hash -> [first hour, last hour, orders, weight, at order] (see .bought).
+        # State version 4: item key -> [first hour, last hour, orders, weight, at order] (see .bought;
+        # since version 5 keyed by bought_key, every weight a float32 as of the same order).
         self.bought: dict[int, list[float]] = {}
 
     def copy(self) -> UserState:
@@ -313,8 +314,8 @@ def apply_event(state: UserState, event: Event, offset: int | None = None) -> Ap
         insort(recent, ts)
         if len(recent) > RECENT_PURCHASES_KEPT:
             del recent[0]
-        hashes = [item_hash(item) for item in bought_items(event)]
-        if hashes:
+        hashes = [bought_key(item) for item in bought_items(event)]
+        if hashes or state.bought:  # every purchase moves the weights on: all as of the latest (v5)
             add_bought(state.bought, hashes, ts // HOUR_MS, int(state.totals[PURCHASES_SIGNAL]))
 
     elif kind is _COUPON_REDEEM:

@@ -10,6 +10,7 @@ from retention_model.features.state.bought import (
     ORDERS,
     WEIGHT,
     decayed_weight,
+    to_float32,
 )
 from retention_model.features.state.core import (
     DAY_MS,
@@ -110,5 +111,7 @@ def merge_bought(first: UserState, second: UserState, orders: int) -> dict[int, 
             found[FIRST], found[LAST] = min(found[FIRST], entry[FIRST]), max(found[LAST], entry[LAST])
             found[ORDERS] += entry[ORDERS]
             found[WEIGHT] += weight
+    for entry in merged.values():
+        entry[WEIGHT] = to_float32(entry[WEIGHT])  # as the state's bytes hold it (version 5)
     kept = sorted(merged, key=lambda h: (-merged[h][WEIGHT], -merged[h][LAST], h))[:BOUGHT_ITEMS_KEPT]
     return {item: merged[item] for item in kept}
