@@ -16,6 +16,7 @@ from retention_model.features.state import (
     APPLIED,
     DAY_MS,
     DUPLICATE_EVENT,
+    HOUR_MS,
     RECENT_EVENT_IDS_KEPT,
     REPLAYED,
     UserState,
@@ -396,3 +397,21 @@ def test_version_four_state_loads_its_items_bought_as_version_five_keeps_them() 
     }
     assert load_state(dump_state(state)) == state
     assert dump_state(state)[0] == 5
+
+
+def test_items_bought_out_of_the_wire_range_are_clamped_not_refused() -> None:
+    """Fields past 16 bits (an item first bought 8 years before the last purchase, 70,000 orders)
+    are capped on the wire, as the state's bytes document, and the rest round-trips."""
+    state = UserState()
+    last_hour = 1_700_000_000_000 // HOUR_MS
+    state.first_seen_ms = state.last_seen_ms = state.last_purchase_ms = last_hour * HOUR_MS
+    state.first_purchase_ms = state.anchor_ms = state.first_seen_ms
+    eight_years = 8 * 365 * 24
+    state.bought = {
+        bought_key("old"): [last_hour - eight_years, last_hour - 10, 70_000, to_float32(2.5), 0],
+        bought_key("new"): [last_hour - 3, last_hour, 2, to_float32(1.0), 0],
+    }
+    loaded = load_state(dump_state(state))
+    old, new = loaded.bought[bought_key("old")], loaded.bought[bought_key("new")]
+    assert old[:4] == [last_hour - 10 - 0xFFFF, last_hour - 10, 0xFFFF, 2.5]
+    assert new[:4] == [last_hour - 3, last_hour, 2, 1.0]

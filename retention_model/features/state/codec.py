@@ -97,24 +97,40 @@ def dump_state(state: UserState) -> bytes:
         tail += item_and_hour
     ids, orders = state.recent_event_ids, state.recent_order_ids
     tail += (state.last_coupon_wall_ms // 1000, state.last_reco_wall_ms // 1000, len(ids), *ids, len(orders), *orders)
-    bought = state.bought
-    tail.append(len(bought))
-    latest = state.last_purchase_ms // HOUR_MS
-    for item, (first, last, in_orders, weight, _) in bought.items():
-        last = int(last)
-        before, span = min(max(latest - last, 0), _CAP), min(last - int(first), _CAP)
-        tail += (item & 0xFFFFFFFF, item >> 32, before, span, min(int(in_orders), _CAP), weight)
     n = len(recent)
     return b"".join(
         (
             _HEADER.pack(STATE_VERSION, *_header_values(state)),
             _COUNTS_AND_FLOATS.pack(*map(int, _count_totals(totals)), *_sum_totals(totals), *state.decayed),
-            struct.pack(
-                f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}IB{'IHHHHf' * len(bought)}",
-                *tail,
-            ),
+            struct.pack(f"<B{n}I{n}HB{shape}BHBB{'QI' * len(items)}IIB{len(ids)}IB{len(orders)}I", *tail),
+            _dump_bought(state),
         )
     )
+
+
+def _dump_bought(state: UserState) -> bytes:
+    """The items bought, version 5: one pack of the entries as they are, nearly always in range
+    (a struct error sends the rest through the clamps: after 7.5 years, or 65,535 orders)."""
+    bought = state.bought
+    latest = state.last_purchase_ms // HOUR_MS
+    shape = f"<B{'IHHHHf' * len(bought)}"
+    try:
+        return struct.pack(
+            shape,
+            len(bought),
+            *[
+                value
+                for item, (first, last, in_orders, weight, _) in bought.items()
+                for value in (item & 0xFFFFFFFF, item >> 32, latest - last, last - first, in_orders, weight)
+            ],
+        )
+    except struct.error:
+        values: list[object] = [len(bought)]
+        for item, (first, last, in_orders, weight, _) in bought.items():
+            last = int(last)
+            before, span = min(max(latest - last, 0), _CAP), min(last - int(first), _CAP)
+            values += (item & 0xFFFFFFFF, item >> 32, before, span, min(int(in_orders), _CAP), weight)
+        return struct.pack(shape, *values)
 
 
 def load_state(blob: bytes) -> UserState:
