@@ -32,6 +32,7 @@ import pandas as pd
 
 from retention_model.errors import RetentionError
 from retention_model.events import Event, encode_event
+from retention_model.features.state import DAY_MS, HOUR_MS
 from training.convert import TransactionColumns, convert_frame
 
 __all__ = [
@@ -52,8 +53,6 @@ INSTACART_HELP: Final = (
 )
 #: The day every user's last order falls on (an arbitrary anchor: the sample has no dates).
 LAST_ORDER_DAY: Final = datetime(2017, 6, 30, tzinfo=UTC)
-DAY_MS: Final = 86_400_000
-HOUR_MS: Final = 3_600_000
 
 
 class InstacartMissingError(RetentionError, FileNotFoundError):

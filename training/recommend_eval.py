@@ -33,7 +33,7 @@ import numpy as np
 
 from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType
-from retention_model.features.state import UserState, apply_event
+from retention_model.features.state import DAY_MS, UserState, apply_event
 from retention_model.policy.buy_again import PurchaseHistory, bought_items, purchase_histories
 from retention_model.policy.recommend import Recommender, learn_recommendations
 from training.recommend_library import library_methods
@@ -43,7 +43,6 @@ from training.recommend_library import library_methods
 
 __all__ = ["evaluate_recommendations", "format_report", "parse_cutoff", "register", "write_recs"]
 
-DAY_MS: Final = 86_400_000
 REFERENCE: Final = "shipped"
 #: What the worker serves from its state.
 SERVED: Final = "shipped_as_served"
