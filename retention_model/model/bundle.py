@@ -111,7 +111,12 @@ def normalise(matrix: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
 
 
 def resolve_bundle(path: str | Path) -> Path:
-    """A bundle folder itself, or the newest bundle inside a registry folder."""
+    """A bundle folder itself, or the newest bundle inside a registry folder.
+
+    Folders whose names start with a dot are passed over: a bundle being written (our
+    ``.staging-*`` folders, anyone's upload) is complete only once renamed into place, and
+    a worker that loaded it mid-write, or from a path about to move, would miss the model.
+    """
     path = Path(path)
     if (path / META_FILE).is_file():
         return path
@@ -121,6 +126,8 @@ def resolve_bundle(path: str | Path) -> Path:
     candidates: list[tuple[str, Path]] = []
     if path.is_dir():
         for child in path.iterdir():
+            if child.name.startswith("."):
+                continue
             meta_file = child / META_FILE
             if meta_file.is_file():
                 try:

@@ -120,6 +120,18 @@ def test_missing_bundle_names_the_path_and_how_to_build(tmp_path: Path) -> None:
         resolve_bundle(tmp_path)
 
 
+def test_a_registry_passes_over_bundles_still_being_written(tmp_path: Path) -> None:
+    """A newer bundle in a dot-folder (a staging copy, mid-write) is not the newest bundle until renamed."""
+    source = resolve_bundle(BUNDLED_MODEL)
+    for name, created in (("churn-live", "2026-01-01T00:00:00+00:00"), (".staging-next", "2027-01-01T00:00:00+00:00")):
+        shutil.copytree(source, tmp_path / name)
+        meta_file = tmp_path / name / "bundle.json"
+        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "created_at": created}))
+    assert resolve_bundle(tmp_path) == tmp_path / "churn-live"
+    (tmp_path / ".staging-next").rename(tmp_path / "churn-next")
+    assert resolve_bundle(tmp_path) == tmp_path / "churn-next"
+
+
 def copy_bundle(tmp_path: Path) -> Path:
     source = resolve_bundle(BUNDLED_MODEL)
     target = tmp_path / source.name
