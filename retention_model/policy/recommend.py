@@ -159,6 +159,7 @@ class Recommender:
     _lookups: list[BlendIndex] = field(default_factory=list, compare=False, repr=False)
     #: Item names by the key the state keeps items bought under, once built.
     _names_bought: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    _overall_shares: dict[int, dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -315,13 +316,19 @@ class Recommender:
         if unlisted:
             top.update(unlisted)
             top = {item: top[item] for item in sorted(top, key=lambda i: (-top[i], i))[:max_items]}
-        overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
+        overall_share = self._overall_shares.get(max_items)
+        if overall_share is None:  # the same best sellers for every buyer: named once per list size
+            overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
+            self._overall_shares[max_items] = overall_share
         by_category = dict(weighted)
-        because = {item: self._reason(item, again, orders, seed_weights, by_category, overall_share) for item in top}
+        because = {
+            item: self._reason(index, item, again, orders, seed_weights, by_category, overall_share) for item in top
+        }
         return self._payload(top, because, max_items, "buy_again+co_purchase+popularity", ranked[:3], [])
 
     def _reason(
         self,
+        index: BlendIndex,
         item: str,
         again: Mapping[str, tuple[float, str]],
         orders: float,
@@ -334,7 +341,6 @@ class Recommender:
         Each reason is one seed's, one category's, buy-again's or popularity's, so a reason's
         value is its own terms alone, summed in the blend's order.
         """
-        index = self._index()
         parts: dict[str, float] = {}
         if item in again:
             score, why = again[item]
@@ -357,7 +363,8 @@ class Recommender:
         share = overall.get(item)
         if share is not None:
             parts["popular"] = self.blend.popular * share
-        return max(parts, key=lambda why: (parts[why], why))
+        # (value, reason) pairs zipped in C and compared as tuples: ties go to the larger text.
+        return max(zip(parts.values(), parts))[1]
 
     def _shares_of(self, category: str) -> list[tuple[str, float]]:
         shares = self._category_shares.get(category)
