@@ -41,7 +41,8 @@ class BlendIndex:
     #: share on each category's list, and the seeds listing it with their similarities.
     listed_in: dict[str, dict[str, float]]
     bought_with: dict[str, dict[str, list[float]]]
-    _overall: dict[int, Row] = field(default_factory=dict)
+    #: The best sellers overall per list size: their row, and their shares by name (for reasons).
+    _overall: dict[int, tuple[Row, dict[str, float]]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -78,10 +79,18 @@ class BlendIndex:
 
     def overall(self, size: int, shares: Callable[[int], list[tuple[str, float]]]) -> Row:
         """The best sellers overall for lists of ``size`` (``shares(size)`` computes them once per size)."""
-        row = self._overall.get(size)
-        if row is None:
-            row = self._overall[size] = _row(shares(size), self.position)
-        return row
+        return self._overall_of(size, shares)[0]
+
+    def overall_shares(self, size: int, shares: Callable[[int], list[tuple[str, float]]]) -> dict[str, float]:
+        """The same best sellers' shares by item name: the same for every buyer, named once per size."""
+        return self._overall_of(size, shares)[1]
+
+    def _overall_of(self, size: int, shares: Callable[[int], list[tuple[str, float]]]) -> tuple[Row, dict[str, float]]:
+        found = self._overall.get(size)
+        if found is None:
+            listed = shares(size)
+            found = self._overall[size] = (_row(listed, self.position), dict(listed))
+        return found
 
 
 def add_rows(scores: np.ndarray, touched: np.ndarray, rows: list[tuple[Row, float]]) -> None:

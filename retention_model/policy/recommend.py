@@ -159,7 +159,6 @@ class Recommender:
     _lookups: list[BlendIndex] = field(default_factory=list, compare=False, repr=False)
     #: Item names by the key the state keeps items bought under, once built.
     _names_bought: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
-    _overall_shares: dict[int, dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(
@@ -236,7 +235,7 @@ class Recommender:
             offer(index.also.get(seed), float(1 + rank), f"often bought with {seed}", divide=True)
         for rank, category in enumerate(top_categories):
             offer(index.lists.get(category), 0.5 / (1 + rank), f"popular in {category}")
-        offer(index.overall(max_items, lambda k: _shares(self.popular_overall[: 2 * k])), 0.05, "popular")
+        offer(index.overall(max_items, self._overall_best_sellers), 0.05, "popular")
         if recent:
             source[[index.position[item] for item in recent]] = -1
         found = np.flatnonzero(source >= 0)
@@ -307,7 +306,7 @@ class Recommender:
             row = index.lists.get(category)
             if row is not None:
                 rows.append((row, weight))
-        overall = index.overall(max_items, lambda k: _shares(self.popular_overall[: 2 * k]))
+        overall = index.overall(max_items, self._overall_best_sellers)
         rows.append((overall, blend.popular))
         add_rows(scores, touched, rows)
         found = np.flatnonzero(touched)
@@ -316,10 +315,7 @@ class Recommender:
         if unlisted:
             top.update(unlisted)
             top = {item: top[item] for item in sorted(top, key=lambda i: (-top[i], i))[:max_items]}
-        overall_share = self._overall_shares.get(max_items)
-        if overall_share is None:  # the same best sellers for every buyer: named once per list size
-            overall_share = dict(zip((index.items[i] for i in overall[0]), overall[1].tolist(), strict=True))
-            self._overall_shares[max_items] = overall_share
+        overall_share = index.overall_shares(max_items, self._overall_best_sellers)
         by_category = dict(weighted)
         because = {
             item: self._reason(index, item, again, orders, seed_weights, by_category, overall_share) for item in top
@@ -365,6 +361,10 @@ class Recommender:
             parts["popular"] = self.blend.popular * share
         # (value, reason) pairs zipped in C and compared as tuples: ties go to the larger text.
         return max(zip(parts.values(), parts))[1]
+
+    def _overall_best_sellers(self, size: int) -> list[tuple[str, float]]:
+        """The overall best sellers offered for lists of ``size``, with their shares."""
+        return _shares(self.popular_overall[: 2 * size])
 
     def _shares_of(self, category: str) -> list[tuple[str, float]]:
         shares = self._category_shares.get(category)
