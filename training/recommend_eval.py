@@ -35,7 +35,8 @@ from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType
 from retention_model.features.state import DAY_MS, UserState, apply_event
 from retention_model.policy.buy_again import PurchaseHistory, bought_items, purchase_histories
-from retention_model.policy.recommend import Recommender, learn_recommendations
+from retention_model.policy.recommend import Recommender
+from retention_model.policy.recommend_learn import learn_recommendations
 from training.recommend_library import library_methods
 
 # pandas, scipy and the metrics are imported where used: register() runs whenever the

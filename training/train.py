@@ -29,7 +29,7 @@ from retention_model.errors import TrainingDataError
 from retention_model.events import Event, EventType
 from retention_model.model.bundle import normalise, write_bundle
 from retention_model.monitoring.drift import FeatureReference
-from retention_model.policy.recommend import learn_recommendations
+from retention_model.policy.recommend_learn import learn_recommendations
 from training.baselines import bgnbd_churn, fit_normalisation, rfm_logistic_regression_churn
 from training.candidates import (
     CANDIDATES,

@@ -20,7 +20,8 @@ from retention_model.features.state.bought import (
     to_float32,
 )
 from retention_model.policy.buy_again import PurchaseHistory, buy_again_scores, purchase_histories, served_scores
-from retention_model.policy.recommend import Recommender, learn_recommendations
+from retention_model.policy.recommend import Recommender
+from retention_model.policy.recommend_learn import learn_recommendations
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 ITEMS = [f"sku-{i}" for i in range(6)]

@@ -19,7 +19,8 @@ from retention_model.policy.policy import (
     in_holdout,
     tier_for,
 )
-from retention_model.policy.recommend import Recommender, learn_recommendations
+from retention_model.policy.recommend import Recommender
+from retention_model.policy.recommend_learn import learn_recommendations
 
 T0 = 1_735_689_600_000
 CONFIG = PolicyConfig(

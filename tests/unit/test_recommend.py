@@ -7,7 +7,8 @@ import pytest
 from retention_model.events import Event, EventType, OrderLine
 from retention_model.features.state import DAY_MS, UserState, apply_event
 from retention_model.policy.buy_again import BuyAgainConfig, PurchaseHistory, buy_again_scores, purchase_histories
-from retention_model.policy.recommend import Recommender, learn_recommendations
+from retention_model.policy.recommend import Recommender
+from retention_model.policy.recommend_learn import learn_recommendations
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 

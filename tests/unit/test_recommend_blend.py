@@ -17,7 +17,8 @@ import pytest
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, apply_event
 from retention_model.features.state.bought import orders_weight
 from retention_model.policy.buy_again import served_scores
-from retention_model.policy.recommend import Recommender, _shares, learn_recommendations
+from retention_model.policy.recommend import Recommender, _shares
+from retention_model.policy.recommend_learn import learn_recommendations
 from training.simulator import SimConfig, simulate_users
 
 

@@ -17,7 +17,7 @@ from retention_model.events import Event, EventType, encode_event
 from retention_model.features.definitions import FEATURE_NAMES
 from retention_model.features.offline import events_by_user, features_at
 from retention_model.features.state import DAY_MS
-from retention_model.policy.recommend import learn_recommendations
+from retention_model.policy.recommend_learn import learn_recommendations
 from training.dataset import SECONDARY_DAYS, TrainConfig, build_dataset, plan_cutoffs
 from training.eventlog import read_event_log
 from training.replay import EventLog, event_chunks, summarise
