@@ -120,3 +120,32 @@ def test_the_feed_merges_responses_in_event_time() -> None:
         if event.event_id == "e0":
             feed.add([Event("r", "u", EventType.VIEW, 1_700_000_002_500), Event("late", "u", EventType.VIEW, 1)])
     assert seen == ["e0", "late", "e1", "e2", "r", "e3", "e4"]
+
+
+def test_a_few_recommendations_get_clicked_and_liked_ones_more(world: Any) -> None:
+    """Analysts read the demo's click-through: it must be the few per cent of real lists, not one
+    click per list, and it must answer to what the list holds (the user's tastes)."""
+    from retention_model.policy.policy import iso_ms
+
+    config, per_user, truth = world
+    responder = Responder(per_user, truth, config)
+    clicked = {"liked": 0, "unliked": 0}
+    sent = 0
+    for number, user in enumerate(truth):
+        if responder.persuadable[user.user_id] or user.silent_ms is None or len(user.taste) < 2:
+            continue
+        ranked = sorted(user.taste, key=user.taste.__getitem__)
+        t = user.silent_ms - 30 * DAY_MS  # still active
+        for n in range(10):
+            sent += 1
+            for label, category, mark in (("liked", ranked[-1], "a"), ("unliked", ranked[0], "b")):
+                items = [{"item_id": f"i{category[1:]}-{k:03d}", "category": category} for k in range(10)]
+                iid = f"{mark}{n:03x}{number:08x}".ljust(32, "0")  # hex: it seeds the user's draws
+                intervention = {"intervention_id": iid, "kind": "recommendation", "user_id": user.user_id}
+                intervention |= {"event_time": iso_ms(t), "recommendation": {"items": items}}
+                clicked[label] += bool(responder.respond(intervention))
+    assert sent > 1000
+    liked, unliked = clicked["liked"] / sent, clicked["unliked"] / sent
+    print(f"click-through: liked {liked:.3f}, unliked {unliked:.3f} over {sent} lists each")
+    assert 0.02 < liked < 0.15, liked
+    assert liked > 2 * unliked, (liked, unliked)
