@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from retention_model.features.derive import feature_dict, profile, reasons
+from retention_model.features.derive import feature_dict
+from retention_model.features.describe import profile, reasons
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import UserState
 from retention_model.policy.policy import iso_ms

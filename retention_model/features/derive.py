@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import Final
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -17,14 +17,9 @@ from retention_model.features.definitions import DERIVED_FEATURES, FEATURE_NAMES
 from retention_model.features.state import DAY_MS, N_HALF_LIVES, RECENT_PURCHASES_KEPT, UserState
 
 __all__ = [
-    "DESCRIBING_FEATURES",
-    "Profile",
-    "describing_rows",
     "feature_dict",
     "feature_matrix",
     "feature_vector",
-    "profile",
-    "reasons",
 ]
 
 _INDEX: Final = {signal.on: i for i, signal in enumerate(SIGNALS)}
@@ -179,150 +174,3 @@ def feature_matrix(states: Sequence[UserState], now_ms: Sequence[int]) -> np.nda
 def feature_dict(state: UserState, now_ms: int) -> dict[str, float]:
     """Named features, for people and the state endpoint."""
     return dict(zip(FEATURE_NAMES, feature_vector(state, now_ms)))
-
-
-#: The features :func:`profile`, :func:`reasons` and the policy's expected value read.
-#: A scoring batch names only these for each user: naming all of a row's features cost
-#: more than profile and reasons together.
-DESCRIBING_FEATURES: Final = (
-    "avg_item_price",
-    "avg_order_value",
-    "cancels_count_total",
-    "cart_abandonment_30d",
-    "cart_adds_count_30d",
-    "coupon_share",
-    "has_purchased",
-    "low_rating",
-    "mean_gap_days",
-    "mean_rating",
-    "overdue_ratio",
-    "purchase_frequency_30d",
-    "purchase_recency_days",
-    "purchases_count_total",
-    "recency_days",
-    "returns_count_total",
-    "sessions_count_30d",
-    "sessions_count_total",
-    "sessions_trend_7d_30d",
-    "tenure_days",
-)
-_DESCRIBING_COLUMNS: Final = [FEATURE_NAMES.index(name) for name in DESCRIBING_FEATURES]
-
-
-def describing_rows(matrix: np.ndarray) -> list[dict[str, float]]:
-    """Each row of a feature matrix as a dict of :data:`DESCRIBING_FEATURES` only."""
-    return [dict(zip(DESCRIBING_FEATURES, row)) for row in matrix[:, _DESCRIBING_COLUMNS].tolist()]
-
-
-class Profile(NamedTuple):
-    """A user's profile (画像) for personalisation: who they are, not how risky.
-
-    A named tuple, not a frozen dataclass: one is built per scored user, and a frozen
-    dataclass's constructor costs several times more.
-    """
-
-    rfm_segment: str
-    lifecycle_stage: str
-    top_categories: tuple[str, ...]
-    price_sensitivity: float
-    price_band: str
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {
-            "rfm_segment": self.rfm_segment,
-            "lifecycle_stage": self.lifecycle_stage,
-            "top_categories": list(self.top_categories),
-            "price_sensitivity": round(self.price_sensitivity, 3),
-            "price_band": self.price_band,
-        }
-
-
-def _score(value: float, thresholds: tuple[float, ...], *, higher_is_better: bool = True) -> int:
-    """1..5 by how many thresholds ``value`` passes."""
-    passed = 0
-    for threshold in thresholds:
-        if value >= threshold:
-            passed += 1
-    return 1 + passed if higher_is_better else 5 - passed
-
-
-def profile(features: dict[str, float], state: UserState, now_ms: int, top_n: int = 3) -> Profile:
-    """Derive the profile from features already computed for ``now_ms``."""
-    has_purchased = features["has_purchased"] > 0
-    recency_score = _score(features["purchase_recency_days"], (14, 30, 60, 120), higher_is_better=False)
-    frequency_score = _score(features["purchases_count_total"], (2, 3, 5, 8))
-    if not has_purchased:
-        segment = "prospect"
-    elif recency_score >= 4 and frequency_score >= 4:
-        segment = "champion"
-    elif recency_score >= 3 and frequency_score >= 3:
-        segment = "loyal"
-    elif recency_score >= 4:
-        segment = "promising"
-    elif recency_score <= 2 and frequency_score >= 3:
-        segment = "at_risk"
-    elif recency_score <= 2:
-        segment = "hibernating"
-    else:
-        segment = "needs_attention"
-
-    recency = features["recency_days"]
-    if recency > 180:
-        stage = "churned"
-    elif recency > 60:
-        stage = "dormant"
-    elif features["tenure_days"] < 14:
-        stage = "new"
-    elif features["overdue_ratio"] > 2.0 or (has_purchased and features["purchase_recency_days"] > 45):
-        stage = "at_risk"
-    else:
-        stage = "active"
-
-    # Heaviest first, ties by name. The stored weights share one decay factor to now,
-    # so they rank the categories as the decayed weights do, without decaying each.
-    categories = state.categories
-    top = tuple(sorted(sorted(categories), key=categories.__getitem__, reverse=True)[:top_n])
-    item_price = features["avg_item_price"]
-    band = "none" if not has_purchased else "budget" if item_price < 20 else "mid" if item_price < 80 else "premium"
-    return Profile(segment, stage, top, features["coupon_share"], band)
-
-
-def reasons(features: dict[str, float], limit: int = 3) -> list[str]:
-    """Top contributing risk factors in words a marketer reads, most severe first."""
-    found: list[tuple[float, str]] = []
-    purchases = round(features["purchases_count_total"], 6)
-    purchase_recency = features["purchase_recency_days"]
-    gap = features["mean_gap_days"]
-    if purchases >= 2 and gap > 0 and features["overdue_ratio"] > 1.5:
-        found.append(
-            (features["overdue_ratio"], f"no purchase for {purchase_recency:.0f} days; usually buys every {gap:.0f}")
-        )
-    elif purchases == 1 and purchase_recency > 21:
-        found.append((purchase_recency / 21, f"one purchase, {purchase_recency:.0f} days ago, none since"))
-    elif purchases == 0 and features["tenure_days"] > 14:
-        found.append((1.2, f"browsing for {features['tenure_days']:.0f} days without a purchase"))
-    elif purchases == 0:
-        sessions = features["sessions_count_total"]
-        # Activity without a session start (one lost or dead-lettered upstream) is no "0 visits".
-        visits = f" in {sessions:.0f} visit{'s' if sessions != 1 else ''}" if sessions >= 1 else ""
-        found.append((0.5, f"no purchase yet{visits}"))
-    if features["recency_days"] > 14:
-        found.append((features["recency_days"] / 14, f"no visit for {features['recency_days']:.0f} days"))
-    cancels = features["cancels_count_total"]
-    if cancels >= 1:
-        found.append((1.0 + cancels, f"{cancels:.0f} of {purchases:.0f} orders cancelled"))
-    returns = features["returns_count_total"]
-    if returns >= 1:
-        found.append((0.8 + returns, f"returned {returns:.0f} of {purchases:.0f} orders"))
-    if features["low_rating"] > 0:
-        found.append(
-            (3.0 - features["mean_rating"] + 1.0, f"rated purchases {features['mean_rating']:.1f}/5 on average")
-        )
-    trend = features["sessions_trend_7d_30d"]
-    if features["sessions_count_30d"] >= 2 and trend < 0.5:
-        found.append((1.0 + (0.5 - trend), f"visits down {100 * (1 - trend):.0f}% against the last month"))
-    if features["cart_abandonment_30d"] > 0.7 and features["cart_adds_count_30d"] >= 2:
-        found.append((1.0, f"left carts without buying ({100 * features['cart_abandonment_30d']:.0f}% abandoned)"))
-    found.sort(key=lambda item: -item[0])
-    return [text for _, text in found[:limit]]

@@ -8,12 +8,11 @@ finds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from retention_model.features.derive import describing_rows, profile, reasons
+from retention_model.features.describe import FeatureRow, describe_many
 from retention_model.features.state import UserState
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
@@ -24,9 +23,8 @@ from retention_model.policy.recommend import Recommender
 __all__ = ["ScoredUser", "decide_many"]
 
 
-@dataclass(frozen=True)
-class ScoredUser:
-    """The outcome of scoring one user at one event time."""
+class ScoredUser(NamedTuple):
+    """The outcome of scoring one user at one event time (a named tuple: one is built per scored user)."""
 
     user_id: str
     risk: float
@@ -79,12 +77,10 @@ def decide_many(
     :func:`~retention_model.policy.policy.decide`).
     """
     out: list[ScoredUser] = []
-    rows = describing_rows(features)
+    profiles, all_reasons = describe_many(features, states)
     for i, user_id in enumerate(user_ids):
         state, now, risk = states[i], now_ms[i], float(risks[i])
-        named = rows[i]
-        user_profile = profile(named, state, now).as_dict()
-        user_reasons = reasons(named)
+        user_profile, user_reasons = profiles[i], all_reasons[i]
         decisions = decide(
             user_id=user_id,
             risk=risk,
@@ -94,7 +90,7 @@ def decide_many(
             reasons=user_reasons,
             profile=user_profile,
             config=config,
-            features=named,
+            features=FeatureRow(features[i]),
             uplift=float(uplifts[i]) if uplifts is not None else None,
             budget=budgets[i] if budgets is not None else None,
             recommender=recommender,

@@ -10,6 +10,7 @@ de-duplicate re-sends. Every decision says which rule made it, in words.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
@@ -168,14 +169,14 @@ class Decision:
         }
 
 
-def customer_value(features: dict[str, float], config: PolicyConfig) -> float:
+def customer_value(features: Mapping[str, float], config: PolicyConfig) -> float:
     """Expected spend over the value horizon: order value × order rate, with a floor."""
     per_30_days = features.get("avg_order_value", 0.0) * features.get("purchase_frequency_30d", 0.0)
     return max(config.targeting_value_floor, per_30_days * config.targeting_value_horizon_days / 30.0)
 
 
 def _coupon_expected_value(
-    risk: float, features: dict[str, float], uplift: float | None, config: PolicyConfig
+    risk: float, features: Mapping[str, float], uplift: float | None, config: PolicyConfig
 ) -> tuple[float, str]:
     value = customer_value(features, config)
     if uplift is not None:
@@ -273,7 +274,7 @@ def decide(
     reasons: list[str],
     profile: dict[str, Any],
     config: PolicyConfig,
-    features: dict[str, float] | None = None,
+    features: Mapping[str, float] | None = None,
     uplift: float | None = None,
     budget: BudgetLedger | None = None,
     recommender: Recommender | None = None,

@@ -6,14 +6,8 @@ import pytest
 
 from retention_model.events import Event, EventType
 from retention_model.features.definitions import FEATURE_CODE_VERSION, FEATURE_NAMES, SIGNALS
-from retention_model.features.derive import (
-    describing_rows,
-    feature_dict,
-    feature_matrix,
-    feature_vector,
-    profile,
-    reasons,
-)
+from retention_model.features.derive import feature_dict, feature_matrix, feature_vector
+from retention_model.features.describe import FeatureRow, describe_many, profile, reasons
 from retention_model.features.offline import events_by_user, features_at, replay_states
 from retention_model.features.silence import FIXED_SILENCE_DAYS, check_times_ms, next_check_ms
 from retention_model.features.state import DAY_MS, UserState, apply_event
@@ -132,26 +126,22 @@ def test_profile_lifecycle_and_segments() -> None:
     assert (fresh.lifecycle_stage, fresh.rfm_segment, fresh.price_band) == ("new", "prospect", "none")
 
 
-def test_a_scoring_batch_describes_users_from_the_features_it_names() -> None:
-    """Profile, reasons and customer value read only the features a batch names for them.
-
-    A batch names a few of each row's features (naming all costs more than the rest of
-    the description): a new feature read by any of them must be named too, or this fails.
-    """
+def test_a_scoring_batch_describes_users_as_their_full_features_do() -> None:
+    """The batch's profiles and reasons, and the policy's customer value read from a matrix row,
+    equal what each user's own named features give (and top categories rank the decayed weights)."""
     states = replay_states(list(simulate(SimConfig(users=200, days=90, seed=5))))
     users = list(states.values())
     for days_later in (0, 20, 200):
         now = [state.last_seen_ms + days_later * DAY_MS for state in users]
-        for state, at, named in zip(users, now, describing_rows(feature_matrix(users, now))):
+        matrix = feature_matrix(users, now)
+        profiles, said = describe_many(matrix, users)
+        for i, (state, at) in enumerate(zip(users, now)):
             full = feature_dict(state, at)
-            assert named.items() <= full.items()
-            assert profile(named, state, at) == profile(full, state, at)
-            assert reasons(named) == reasons(full)
-            assert customer_value(named, PolicyConfig()) == customer_value(full, PolicyConfig())
+            assert profiles[i] == profile(full, state, at).as_dict()
+            assert said[i] == reasons(full)
+            assert customer_value(FeatureRow(matrix[i]), PolicyConfig()) == customer_value(full, PolicyConfig())
             weights = state.category_weights(at)  # the profile ranks undecayed weights
-            assert profile(named, state, at).top_categories == tuple(
-                sorted(weights, key=lambda k: (-weights[k], k))[:3]
-            )
+            assert profiles[i]["top_categories"] == sorted(weights, key=lambda k: (-weights[k], k))[:3]
 
 
 def test_silence_thresholds_follow_the_users_rhythm() -> None:
