@@ -37,7 +37,7 @@ def describe_user(user_id: str, state: UserState, as_of_ms: int | None = None) -
         if state.last_risk < 0
         else {"risk": round(state.last_risk, 6), "event_time": when(state.last_scored_ms)},
         "reasons": reasons(features),
-        "profile": profile(features, state, as_of).as_dict(),
+        "profile": profile(features, state).as_dict(),
         "features": features,
         "first_seen": when(state.first_seen_ms),
         "last_seen": when(state.last_seen_ms),

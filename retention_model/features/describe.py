@@ -106,8 +106,8 @@ def describe_many(matrix: np.ndarray, states: Sequence[UserState]) -> tuple[list
     return profiles, _reasons(columns)
 
 
-def profile(features: Mapping[str, float], state: UserState, now_ms: int | None = None) -> Profile:
-    """One user's profile from their features (``now_ms`` is not read: the features are already as of it)."""
+def profile(features: Mapping[str, float], state: UserState) -> Profile:
+    """One user's profile from their features (as of the time they were computed for) and state."""
     columns = _Columns(_one_row(features))
     (segment,), (stage,), (band,) = _profile_labels(columns)
     top = tuple(_top_categories(state))

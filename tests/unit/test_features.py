@@ -113,16 +113,16 @@ def test_reasons_never_count_zero_visits() -> None:
 
 def test_profile_lifecycle_and_segments() -> None:
     state = regular_buyer()
-    active = profile(feature_dict(state, T0 + 31 * DAY_MS), state, T0 + 31 * DAY_MS)
+    active = profile(feature_dict(state, T0 + 31 * DAY_MS), state)
     assert active.lifecycle_stage == "active"
     assert active.top_categories == ("shoes",)
     assert active.price_band == "mid"
-    gone = profile(feature_dict(state, T0 + 300 * DAY_MS), state, T0 + 300 * DAY_MS)
+    gone = profile(feature_dict(state, T0 + 300 * DAY_MS), state)
     assert gone.lifecycle_stage == "churned"
     assert gone.rfm_segment in {"at_risk", "hibernating"}
     newcomer = UserState()
     apply_event(newcomer, ev(EventType.VIEW, 0, category="toys"))
-    fresh = profile(feature_dict(newcomer, T0 + DAY_MS), newcomer, T0 + DAY_MS)
+    fresh = profile(feature_dict(newcomer, T0 + DAY_MS), newcomer)
     assert (fresh.lifecycle_stage, fresh.rfm_segment, fresh.price_band) == ("new", "prospect", "none")
 
 
@@ -137,7 +137,7 @@ def test_a_scoring_batch_describes_users_as_their_full_features_do() -> None:
         profiles, said = describe_many(matrix, users)
         for i, (state, at) in enumerate(zip(users, now)):
             full = feature_dict(state, at)
-            assert profiles[i] == profile(full, state, at).as_dict()
+            assert profiles[i] == profile(full, state).as_dict()
             assert said[i] == reasons(full)
             assert customer_value(FeatureRow(matrix[i]), PolicyConfig()) == customer_value(full, PolicyConfig())
             weights = state.category_weights(at)  # the profile ranks undecayed weights
