@@ -204,7 +204,7 @@ def _reasons(c: _Columns, limit: int = 3) -> list[list[str]]:
     browsing = never & (c["tenure_days"] > 14)
     ratio, gap = c.values("overdue_ratio"), c.values("mean_gap_days")
     for i in rows(overdue):
-        found[i].append((ratio[i], f"no purchase for {since[i]:.0f} days; usually buys every {gap[i]:.0f}"))
+        found[i].append((ratio[i], f"no purchase for {_days(since[i])}; usually buys {_rhythm(gap[i])}"))
     for i in rows(once):
         found[i].append((since[i] / 21, f"one purchase, {since[i]:.0f} days ago, none since"))
     tenure = c.values("tenure_days")
@@ -244,3 +244,15 @@ def _reasons(c: _Columns, limit: int = 3) -> list[list[str]]:
 
 def _by_severity(entry: tuple[float, str]) -> float:
     return -entry[0]
+
+
+def _days(value: float) -> str:
+    """``41 days``, ``1 day``, ``less than a day``: a marketer reads the reason as written."""
+    whole = f"{value:.0f}"
+    return "less than a day" if whole == "0" else "1 day" if whole == "1" else f"{whole} days"
+
+
+def _rhythm(gap_days: float) -> str:
+    """How often a user buys: ``every 12 days``, ``every day``, ``more than once a day``."""
+    whole = f"{gap_days:.0f}"
+    return "more than once a day" if whole == "0" else "every day" if whole == "1" else f"every {whole} days"

@@ -29,11 +29,11 @@ _EDGES = {
     "coupon_share": (0, 0.1235),
     "has_purchased": (0, 1),
     "low_rating": (0, 1),
-    "mean_gap_days": (0, 10),
+    "mean_gap_days": (0, 0.5, 1, 1.5, 10),
     "mean_rating": (1, 3, 5),
     "overdue_ratio": (1.5, 2.0),
     "purchase_frequency_30d": (0, 1.5),
-    "purchase_recency_days": (14, 21, 30, 45, 60, 120),
+    "purchase_recency_days": (0.5, 1, 1.5, 14, 21, 30, 45, 60, 120),
     "purchases_count_total": (0, 1, 2, 3, 5, 8, 0.9999999999999999),
     "recency_days": (14, 60, 180),
     "returns_count_total": (0, 1, 2),
@@ -113,7 +113,7 @@ def reasons_as_written(features: dict[str, float], limit: int = 3) -> list[str]:
     gap = features["mean_gap_days"]
     if purchases >= 2 and gap > 0 and features["overdue_ratio"] > 1.5:
         found.append(
-            (features["overdue_ratio"], f"no purchase for {purchase_recency:.0f} days; usually buys every {gap:.0f}")
+            (features["overdue_ratio"], f"no purchase for {_days(purchase_recency)}; usually buys {_rhythm(gap)}")
         )
     elif purchases == 1 and purchase_recency > 21:
         found.append((purchase_recency / 21, f"one purchase, {purchase_recency:.0f} days ago, none since"))
@@ -143,6 +143,16 @@ def reasons_as_written(features: dict[str, float], limit: int = 3) -> list[str]:
         found.append((1.0, f"left carts without buying ({100 * features['cart_abandonment_30d']:.0f}% abandoned)"))
     found.sort(key=lambda item: -item[0])
     return [text for _, text in found[:limit]]
+
+
+def _days(value: float) -> str:
+    n = round(value)
+    return "less than a day" if n == 0 else "1 day" if n == 1 else f"{n} days"
+
+
+def _rhythm(gap_days: float) -> str:
+    n = round(gap_days)
+    return "more than once a day" if n == 0 else "every day" if n == 1 else f"every {n} days"
 
 
 def _matrix(rows: list[dict[str, float]]) -> np.ndarray:

@@ -96,7 +96,7 @@ def test_reasons_read_like_a_marketer_wrote_them() -> None:
     apply_event(state, ev(EventType.CANCEL_ORDER, 30.5))
     apply_event(state, ev(EventType.CANCEL_ORDER, 30.6))
     words = reasons(feature_dict(state, T0 + 71 * DAY_MS))
-    assert words[0] == "no purchase for 41 days; usually buys every 10"
+    assert words[0] == "no purchase for 41 days; usually buys every 10 days"
     assert "2 of 4 orders cancelled" in words
     assert len(words) <= 3
 

@@ -59,7 +59,7 @@ def decisions(
         state=state,
         now_ms=T0 + int(day * DAY_MS),
         model_version="m1",
-        reasons=["no purchase for 41 days; usually buys every 12"],
+        reasons=["no purchase for 41 days; usually buys every 12 days"],
         profile=PROFILE,
         config=config,
         user_id=user,
