@@ -43,6 +43,7 @@ DESCRIBING_FEATURES: Final = (
 )
 _DESCRIBING_COLUMNS: Final = [FEATURE_NAMES.index(name) for name in DESCRIBING_FEATURES]
 _COLUMN: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_DESCRIBING_POSITION: Final = {name: i for i, name in enumerate(DESCRIBING_FEATURES)}
 #: Days since the last purchase at which the recency score drops a point (5 = most recent).
 _RECENCY_STEPS: Final = (14, 30, 60, 120)
 #: Purchases at which the frequency score rises a point (1 = one purchase or none).
@@ -129,7 +130,7 @@ class _Columns:
         self._lists: dict[str, list[float]] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.matrix[:, DESCRIBING_FEATURES.index(name)]
+        return self.matrix[:, _DESCRIBING_POSITION[name]]
 
     def values(self, name: str) -> list[float]:
         found = self._lists.get(name)
