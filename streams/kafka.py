@@ -340,34 +340,55 @@ _READ_ON: Final = frozenset({KafkaError._PARTITION_EOF, KafkaError._TRANSPORT})
 def read_topic(
     config: dict[str, Any], topic: str, *, idle_s: float = 2.0, partitions: int | None = None
 ) -> Iterator[Any]:
-    """Every record of ``topic`` from the beginning, as confluent-kafka messages, until none came for ``idle_s``.
+    """Every record of ``topic`` from the beginning, as confluent-kafka messages, up to the end of
+    every partition as the reader reaches it (or until none came for ``idle_s``, whichever is first).
 
-    The one reader for offline use (exports, reports, the dead-letter command, tests).
-    Any other fetch error is raised, not skipped: a reader that stopped early would
-    pass for one that read everything. The partitions come from the cluster's list of
-    all topics unless given (a metadata request naming a missing topic makes some
-    brokers, Tansu among them, create it).
+    The one reader for offline use (exports, reports, the dead-letter command, tests). The end
+    is the end-of-partition signal the client raises when a fetch reaches the partition's high
+    watermark (read from fetch responses, which Tansu answers rightly), so a finished topic is
+    read without waiting ``idle_s`` for records that will not come. Any other fetch error is
+    raised, not skipped: a reader that stopped early would pass for one that read everything.
+    The partitions come from the cluster's list of all topics unless given (a metadata request
+    naming a missing topic makes some brokers, Tansu among them, create it).
     """
     import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**config, "group.id": f"retention-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            # Tansu holds a fetch for its whole max wait even when data is there (a reader wants it short).
+            "fetch.wait.max.ms": 20,
+            **config,
+            "group.id": f"retention-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            # Offset 0, not OFFSET_BEGINNING: the logical offset waits out librdkafka's 500 ms
+            # offset-query timer on every partition; a log that starts later is reset to its start.
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         if partitions is None:
             metadata = consumer.list_topics(timeout=10).topics.get(topic)
             numbers = sorted(metadata.partitions) if metadata is not None else []
         else:
             numbers = list(range(partitions))
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
+        if not numbers:
+            return
+        consumer.assign([TopicPartition(topic, p, 0) for p in numbers])
+        at_end: set[int] = set()
         last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            for message in consumer.consume(num_messages=5000, timeout=0.2):
+        while len(at_end) < len(numbers) and time.monotonic() - last < idle_s:
+            for message in consumer.consume(num_messages=5000, timeout=0.05):
                 error = message.error()
                 if error is not None:
-                    if error.code() in _READ_ON:
-                        continue
-                    raise KafkaException(error)
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(message.partition())
+                    elif error.code() not in _READ_ON:
+                        raise KafkaException(error)
+                    continue
+                at_end.discard(message.partition())
                 last = time.monotonic()
                 yield message
     finally:
