@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retention_model.events import Event, EventType, encode_event
 from retention_model.features.derive import feature_matrix
+from retention_model.features.describe import FeatureRow, describe_many
 from retention_model.features.silence import next_check_ms
 from retention_model.features.state import DAY_MS, HOUR_MS, UserState, apply_event, dump_state, load_state
 from retention_model.pipeline import (
@@ -33,6 +37,7 @@ from retention_model.pipeline import (
 from retention_model.pipeline.outputs import add_records, next_checks, state_blobs
 from retention_model.pipeline.records import BatchResult
 from retention_model.policy.config import PolicyConfig
+from retention_model.policy.policy import decide, tier_for
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 WALL = T0 + 400 * DAY_MS  # the wall clock, well after every event below
@@ -201,6 +206,65 @@ def test_decide_records_the_score_and_outputs_are_complete() -> None:
     assert result.counts.shadow_agreement == {"no": 1} and result.counts.seen_ms == [T0]
     assert load_state(state_blobs(candidates)[2][0][1]) == buyer
     assert next_checks(candidates) == {2: {next_check_ms(buyer) // HOUR_MS: [b"u1"]}}
+
+
+@settings(max_examples=60)
+@given(
+    risks=st.lists(st.floats(0.0, 1.0, width=32), min_size=1, max_size=12),
+    thresholds=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)).map(sorted),
+    coupon_tiers=st.sets(st.sampled_from(["low", "medium", "high"])),
+    recommendation_tiers=st.sets(st.sampled_from(["low", "medium", "high"])),
+)
+def test_a_batch_is_decided_as_each_user_alone(
+    risks: list[float], thresholds: list[float], coupon_tiers: set[str], recommendation_tiers: set[str]
+) -> None:
+    """decide_many (tiers over the batch in one pass, the policy skipped for tiers that want
+    nothing) gives each user the tier and decisions tier_for and decide give them one at a time,
+    for float32 risks at any thresholds (a float32 comparison would round a threshold)."""
+    config = replace(
+        POLICY,
+        risk_medium=thresholds[0],
+        risk_high=thresholds[1],
+        coupon_tiers=tuple(sorted(coupon_tiers)),
+        recommendation_tiers=tuple(sorted(recommendation_tiers)),
+    )
+    users = [f"u{i}" for i in range(len(risks))]
+
+    def states() -> list[UserState]:
+        made = []
+        for i, user in enumerate(users):
+            state = UserState()
+            apply_event(state, ev(user, EventType.PURCHASE if i % 2 else EventType.VIEW, T0, price=20.0), 0)
+            made.append(state)
+        return made
+
+    batch, alone = states(), states()
+    now = [T0] * len(users)
+    features = feature_matrix(batch, now)
+    risk_array = np.array(risks, dtype=np.float32)
+    scored = decide_many(users, batch, now, features, risk_array, model_version="m1", config=config)
+    profiles, reasons = describe_many(features, alone)
+    for i, user in enumerate(users):
+        risk = float(risk_array[i])
+        assert scored[i].tier == tier_for(risk, config)
+        expected = decide(
+            user_id=user,
+            risk=risk,
+            state=alone[i],
+            now_ms=T0,
+            model_version="m1",
+            reasons=reasons[i],
+            profile=profiles[i],
+            config=config,
+            features=FeatureRow(features[i]),
+        )
+        assert scored[i].decisions == expected
+    assert [dump_state(s) for s in batch] == [dump_state(replace_score(s, float(r))) for s, r in zip(alone, risk_array)]
+
+
+def replace_score(state: UserState, risk: float) -> UserState:
+    state.last_risk, state.last_scored_ms = risk, T0
+    return state
 
 
 # --- the store contract --------------------------------------------------------------
