@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,9 +115,17 @@ def test_demo_stops_everything_on_ctrl_c_even_when_started_with_sigint_ignored()
         found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout
         children = [int(pid) for pid in found.split()]
         assert len(children) >= 2, found
+        # Keep reading what it prints: a full pipe would block its last words, not its Ctrl-C.
+        printed: list[bytes] = []
+        reader = threading.Thread(target=lambda: printed.extend(process.stdout or ()), daemon=True)
+        reader.start()
         time.sleep(2)
         process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 130
+        try:
+            assert process.wait(60) == 130
+        except subprocess.TimeoutExpired:
+            tail = b"".join(printed[-40:]).decode(errors="replace")
+            raise AssertionError(f"still running 60 s after Ctrl-C; it printed:\n{tail}") from None
     finally:
         if process.poll() is None:
             process.kill()  # its children get SIGTERM with it (die_with_parent)
