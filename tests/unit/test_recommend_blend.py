@@ -17,7 +17,7 @@ import pytest
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, apply_event
 from retention_model.features.state.bought import orders_weight
 from retention_model.policy.buy_again import served_scores
-from retention_model.policy.recommend import Recommender, _shares
+from retention_model.policy.recommend import Blend, Recommender, _shares
 from retention_model.policy.recommend_learn import learn_recommendations
 from training.simulator import SimConfig, simulate_users
 
@@ -118,7 +118,9 @@ def test_items_on_several_category_lists_and_thin_lists_still_get_the_reference_
         ]
         for c in categories
     }
-    also = {i: [(str(o), float(rng.random())) for o in rng.choice(items, size=5, replace=False)] for i in items[:20]}
+    # Odd seeds: an item may come twice in a co-purchase row (its terms add up, in order).
+    twice = bool(seed % 2)
+    also = {i: [(str(o), float(rng.random())) for o in rng.choice(items, size=5, replace=twice)] for i in items[:20]}
     overall = [(i, 100 - n) for n, i in enumerate(items[:25])]
     rec = Recommender(also, popular, {i: categories[n % 6] for n, i in enumerate(items)}, {}, overall)
     again = {str(i): (float(rng.random()), f"bought {n} times") for n, i in enumerate(rng.choice(items, size=8))}
@@ -128,6 +130,10 @@ def test_items_on_several_category_lists_and_thin_lists_still_get_the_reference_
     for k in (3, 10):
         assert listed(rec._blend(again, 2.5, k, profile)) == reference_blend(rec, again, 2.5, k, profile)
         assert listed(rec._build(recent, top, k)) == reference_build(rec, recent, top, k)
+    # Co-purchase weighed up, so that its reasons (and their sums over repeated items) win often.
+    led = Recommender(also, popular, rec.category_of, {}, overall, Blend(co_purchase=2.0, category=0.1))
+    for k in (3, 10):
+        assert listed(led._blend(again, 2.5, k, profile)) == reference_blend(led, again, 2.5, k, profile)
 
 
 def test_without_purchases_an_item_keeps_its_first_best_offer_and_nothing_is_offered_at_zero() -> None:
@@ -135,6 +141,15 @@ def test_without_purchases_an_item_keeps_its_first_best_offer_and_nothing_is_off
     # 0.5 from the co-purchase of "a", then 0.5 / 1 * 1.0 from the best sellers of "c": a tie.
     assert listed(rec._build(["a"], ["c"], 5)) == [("x", 0.5, "often bought with a")]
     assert listed(rec._build(["a"], ["c"], 5)) == reference_build(rec, ["a"], ["c"], 5)
+
+
+def test_an_item_twice_in_a_co_purchase_row_has_both_terms_in_its_reason() -> None:
+    # x is listed twice by seed a: 0.3 + 0.3 from co-purchase beats 0.5 from the best sellers of c.
+    rec = Recommender({"a": [("x", 0.3), ("x", 0.3)]}, {"c": [("x", 10)]}, {}, {}, [], Blend(1.0, 0.5))
+    again = {"a": (1.0, "bought once")}
+    served = listed(rec._blend(again, 1.0, 5, {"c": 1.0}))
+    assert served == reference_blend(rec, again, 1.0, 5, {"c": 1.0})
+    assert ("x", 1.1, "often bought with a") in served
 
 
 def test_an_item_bought_only_on_its_own_is_ranked_by_buy_again_alone() -> None:
