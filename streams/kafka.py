@@ -332,9 +332,9 @@ def fetched_high_watermarks(
         consumer.close()
 
 
-#: Consumer errors a topic reader reads on through: the end of a partition, and a
-#: broker connection being made again (librdkafka retries it by itself).
-_READ_ON: Final = frozenset({KafkaError._PARTITION_EOF, KafkaError._TRANSPORT})
+#: Consumer errors a topic reader reads on through: a broker connection being made again
+#: (librdkafka retries it by itself). The end of a partition is counted, not skipped.
+_READ_ON: Final = frozenset({KafkaError._TRANSPORT})
 
 
 def read_topic(

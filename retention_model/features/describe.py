@@ -249,11 +249,15 @@ def _by_severity(entry: tuple[float, str]) -> float:
 
 def _days(value: float) -> str:
     """``41 days``, ``1 day``, ``less than a day``: a marketer reads the reason as written."""
-    whole = f"{value:.0f}"
-    return "less than a day" if whole == "0" else "1 day" if whole == "1" else f"{whole} days"
+    return _in_days(value, "less than a day", "1 day", "{} days")
 
 
 def _rhythm(gap_days: float) -> str:
     """How often a user buys: ``every 12 days``, ``every day``, ``more than once a day``."""
-    whole = f"{gap_days:.0f}"
-    return "more than once a day" if whole == "0" else "every day" if whole == "1" else f"every {whole} days"
+    return _in_days(gap_days, "more than once a day", "every day", "every {} days")
+
+
+def _in_days(value: float, none: str, one: str, many: str) -> str:
+    """``value`` days rounded as the reasons print them, in the wording for none, one or ``many``."""
+    whole = f"{value:.0f}"
+    return none if whole == "0" else one if whole == "1" else many.format(whole)

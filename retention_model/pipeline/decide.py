@@ -17,10 +17,10 @@ from retention_model.features.state import UserState
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
-from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, decide, iso_ms
+from retention_model.policy.policy import SCORE_SCHEMA, Decision, Intervention, decide, iso_ms, tiers_for
 from retention_model.policy.recommend import Recommender
 
-__all__ = ["ScoredUser", "decide_many", "tiers_for"]
+__all__ = ["ScoredUser", "decide_many"]
 
 
 class ScoredUser(NamedTuple):
@@ -78,8 +78,8 @@ def decide_many(
     """
     out: list[ScoredUser] = []
     profiles, all_reasons = describe_many(features, states)
-    tiers = tiers_for(risks, config)
-    risk_values = np.asarray(risks, dtype=np.float64).tolist()  # exact: float32 widens without rounding
+    wide = np.asarray(risks, dtype=np.float64)  # exact: float32 widens without rounding
+    tiers, risk_values = tiers_for(wide, config), wide.tolist()
     acting = {*config.coupon_tiers, *config.recommendation_tiers}
     for i, user_id in enumerate(user_ids):
         state, now, risk, tier = states[i], now_ms[i], risk_values[i], tiers[i]
@@ -107,11 +107,3 @@ def decide_many(
         state.last_scored_ms = now
         out.append(ScoredUser(user_id, risk, tier, now, user_reasons, user_profile, decisions))
     return out
-
-
-def tiers_for(risks: np.ndarray, config: PolicyConfig) -> list[str]:
-    """:func:`~retention_model.policy.policy.tier_for` over a batch (in float64, as each risk is
-    compared one at a time: a float32 comparison would round the thresholds)."""
-    risks = np.asarray(risks, dtype=np.float64)
-    tier = np.where(risks >= config.risk_high, "high", np.where(risks >= config.risk_medium, "medium", "low"))
-    return tier.tolist()

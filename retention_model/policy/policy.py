@@ -16,6 +16,8 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+import numpy as np
+
 from retention_model.features.state import DAY_MS, HOUR_MS, UserState
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
@@ -34,6 +36,7 @@ __all__ = [
     "in_holdout",
     "iso_ms",
     "tier_for",
+    "tiers_for",
 ]
 
 INTERVENTION_SCHEMA: Final = "retention.intervention/v1"
@@ -50,6 +53,13 @@ def tier_for(risk: float, config: PolicyConfig) -> str:
     if risk >= config.risk_medium:
         return "medium"
     return "low"
+
+
+def tiers_for(risks: np.ndarray, config: PolicyConfig) -> list[str]:
+    """:func:`tier_for` over a batch of risks. Compare them as float64, because :func:`tier_for`
+    compares a Python float; float32 would round the thresholds."""
+    risks = np.asarray(risks, dtype=np.float64)
+    return np.where(risks >= config.risk_high, "high", np.where(risks >= config.risk_medium, "medium", "low")).tolist()
 
 
 def iso_ms(ts_ms: int) -> str:
