@@ -22,7 +22,7 @@ from retention_model.features.state import DAY_MS, HOUR_MS, UserState
 from retention_model.policy.budget import BudgetLedger
 from retention_model.policy.circuit import CircuitBreaker
 from retention_model.policy.config import PolicyConfig
-from retention_model.policy.recommend import Recommender
+from retention_model.policy.recommend import Recommender, unbuilt_recommendation
 
 __all__ = [
     "DECISION_SCHEMA",
@@ -151,7 +151,8 @@ class Decision:
     ``cooldown``, ``opted_out``, ``recent_purchase``, ``active_coupon``,
     ``user_cap``, ``expected_value``, ``budget``, ``circuit_open``); ``reason``
     says it in words.
-    ``intervention`` is what was or would have been sent.
+    ``intervention`` is what was or would have been sent; a suppressed recommendation's
+    items are not worked out (:func:`~.recommend.unbuilt_recommendation`).
     """
 
     action: Action
@@ -322,21 +323,35 @@ def decide(
         expected: float | None = None
         ev_text = ""
         if kind == "coupon":
-            payload: dict[str, Any] = {
+            last, cooldown = (state.last_coupon_ms, state.last_coupon_wall_ms), config.coupon_cooldown_days
+            if config.targeting_mode == "expected_value":
+                expected, ev_text = _coupon_expected_value(risk, features, uplift, config)
+        else:
+            last, cooldown = (state.last_reco_ms, state.last_reco_wall_ms), config.recommendation_cooldown_days
+        stop = _suppression(kind, last, cooldown, user_id, state, now_ms, wall_ms, config)
+        if stop is None and expected is not None and expected <= 0:
+            stop = ("expected_value", f"{ev_text}: not worth a coupon")
+        if stop is None and kind == "coupon" and budget is not None:
+            refusal = budget.refusal(now_ms, config.coupon_value, wall_ms)
+            if refusal is not None:
+                stop = ("budget", refusal)
+        if stop is None and breaker is not None and not breaker.admit():
+            stop = ("circuit_open", f"circuit breaker open: {breaker.reason}")
+        categories = list(profile.get("top_categories", []))
+        payload: dict[str, Any]
+        if kind == "coupon":
+            payload = {
                 "coupon_value": config.coupon_value,
                 "currency": config.currency,
                 "min_spend": config.coupon_min_spend,
                 "expires_at": iso_ms((now_ms if wall_ms is None else wall_ms) + config.coupon_expiry_days * DAY_MS),
             }
-            last, cooldown = (state.last_coupon_ms, state.last_coupon_wall_ms), config.coupon_cooldown_days
-            if config.targeting_mode == "expected_value":
-                expected, ev_text = _coupon_expected_value(risk, features, uplift, config)
+        elif stop is not None:  # items for a message nobody receives: the costliest per-user step, skipped
+            payload = unbuilt_recommendation(categories)
         else:
-            categories = list(profile.get("top_categories", []))
             payload = (recommender or Recommender()).recommend(
                 state, categories, config.recommendation_max_items, now_ms
             )
-            last, cooldown = (state.last_reco_ms, state.last_reco_wall_ms), config.recommendation_cooldown_days
         intervention = Intervention(
             intervention_id=_intervention_id(user_id, kind, state.offset, now_ms),
             kind=kind,
@@ -351,15 +366,6 @@ def decide(
             policy_version=config.version,
             expected_value=expected,
         )
-        stop = _suppression(kind, last, cooldown, user_id, state, now_ms, wall_ms, config)
-        if stop is None and expected is not None and expected <= 0:
-            stop = ("expected_value", f"{ev_text}: not worth a coupon")
-        if stop is None and kind == "coupon" and budget is not None:
-            refusal = budget.refusal(now_ms, config.coupon_value, wall_ms)
-            if refusal is not None:
-                stop = ("budget", refusal)
-        if stop is None and breaker is not None and not breaker.admit():
-            stop = ("circuit_open", f"circuit breaker open: {breaker.reason}")
         if stop is not None:
             out.append(Decision("suppressed", stop[1], intervention, stop[0]))
             continue

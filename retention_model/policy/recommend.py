@@ -28,7 +28,7 @@ from retention_model.policy.buy_again import (
     served_scores,
 )
 
-__all__ = ["Blend", "Recommender"]
+__all__ = ["Blend", "Recommender", "unbuilt_recommendation"]
 
 #: Bound on remembered payloads (cleared when full: cheap, and recent users refill it).
 _BUILT_KEPT = 65_536
@@ -40,6 +40,20 @@ def _shares(found: list[tuple[str, int]]) -> list[tuple[str, float]]:
         return []
     top, n = found[0][1] or 1, len(found)
     return [(item, count / top * (1.0 - 1e-3 * pos / n)) for pos, (item, count) in enumerate(found)]
+
+
+def unbuilt_recommendation(top_categories: list[str]) -> dict[str, Any]:
+    """The payload of a suppressed recommendation: the user's categories, no items.
+
+    Nobody receives it, and ranking items is the costliest step per scored user, so
+    they are not worked out; ``strategy`` says so.
+    """
+    return {
+        "strategy": "not_built",
+        "items": [],
+        "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(top_categories)],
+        "seed_items": [],
+    }
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,28 @@ def test_holdout_users_get_decisions_but_nothing_is_sent() -> None:
     assert state.interventions_sent == 0
 
 
+def test_suppressed_recommendations_carry_no_items_held_out_ones_carry_what_would_be_sent() -> None:
+    """Ranking items is the costliest step per user: done for a message someone gets or a control user
+    would have got (the counterfactual the effect report compares), not for one a rule stopped."""
+    shop = Recommender(popular={"shoes": [("boot", 9), ("sandal", 4)]})
+    state = buyer()
+    sent = decisions(state, 0.9, 1, recommender=shop)[1].as_dict()["intervention"]["recommendation"]
+    assert [item["item_id"] for item in sent["items"]] == ["boot", "sandal"]
+    stopped = decisions(state, 0.9, 2, recommender=shop)[1]
+    assert (stopped.action, stopped.rule) == ("suppressed", "cooldown")
+    assert stopped.as_dict()["intervention"]["recommendation"] == {
+        "strategy": "not_built",
+        "items": [],
+        "categories": [{"category": "shoes", "rank": 1}, {"category": "bags", "rank": 2}],
+        "seed_items": [],
+    }
+    config = replace(CONFIG, holdout_share=0.5)
+    held = next(f"user-{i}" for i in range(100) if in_holdout(f"user-{i}", config))
+    control = decisions(buyer(), 0.9, 1, config, user=held, recommender=shop)[1]
+    assert control.action == "held_out"
+    assert control.intervention.payload["items"] == sent["items"]
+
+
 def test_holdout_share_is_met_within_one_percent_over_100k_users() -> None:
     config = PolicyConfig(holdout_share=0.10)
     share = sum(in_holdout(f"user-{i}", config) for i in range(100_000)) / 100_000
