@@ -1,39 +1,43 @@
 """The recommender's tables as arrays: every known item numbered, each co-purchase row and each
-category's best sellers as positions and weights, so a buyer's blend is a few NumPy adds
+category's best sellers as positions and weights, so a buyer's blend is a few NumPy calls
 instead of a few hundred dictionary updates (issue 21's serving budget).
+
+A payload's work is its terms' (a few hundred), never the catalogue's: a real shop's
+bundle names every item ever carted or bought, and arrays that size per payload took
+3.9 times the instructions at 200,000 items (tests/benchmarks/NOTES.md, entry 44).
 
 Read only once built, and built once per recommender (a model reload builds a new one).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BlendIndex", "Row", "add_rows"]
+__all__ = ["BlendIndex", "Row", "row_terms"]
 
-#: Positions of items and their weights (a co-purchase row, a best-seller list); ``repeats``:
-#: an item comes twice, so it must be added with ``np.add.at`` to count each time.
-Row = tuple[np.ndarray, np.ndarray, bool]
+#: Positions of items and their weights (a co-purchase row, a best-seller list); an item
+#: may come twice in a row.
+Row = tuple[np.ndarray, np.ndarray]
 
 
 def _row(pairs: Iterable[tuple[str, float]], position: Mapping[str, int]) -> Row:
     found = list(pairs)
     cols = np.fromiter((position[item] for item, _ in found), dtype=np.int64, count=len(found))
     weights = np.fromiter((weight for _, weight in found), dtype=np.float64, count=len(found))
-    return cols, weights, len(set(cols.tolist())) < len(cols)
+    return cols, weights
 
 
 @dataclass
 class BlendIndex:
     """Items numbered (and ranked by name, the blend's tie-break), with their rows as arrays and dicts."""
 
+    #: In name order, so a position is also the name's rank (the blend's tie-break).
     items: list[str]
     position: dict[str, int]
-    #: Each item's place in name order.
-    name_rank: np.ndarray
     #: Co-purchase rows by seed, best-seller lists by category.
     also: dict[str, Row]
     lists: dict[str, Row]
@@ -43,6 +47,8 @@ class BlendIndex:
     bought_with: dict[str, dict[str, list[float]]]
     #: The best sellers overall per list size: their row, and their shares by name (for reasons).
     _overall: dict[int, tuple[Row, dict[str, float]]] = field(default_factory=dict)
+    #: Per thread, one slot per known item for :meth:`_slots` (written before read, never cleared).
+    _scratch: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -70,7 +76,6 @@ class BlendIndex:
         return cls(
             items,
             position,
-            np.arange(len(items), dtype=np.int64),  # sorted: position is the name's rank
             {seed: _row(found, position) for seed, found in also_bought.items()},
             {category: _row(shares, position) for category, shares in category_shares.items()},
             listed_in,
@@ -92,18 +97,41 @@ class BlendIndex:
             found = self._overall[size] = (_row(listed, self.position), dict(listed))
         return found
 
+    def sum_terms(self, cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each item of ``cols`` once, with its ``values`` added up from 0.0 in their order (one
+        ``np.add.at``, which adds element by element: the bits of a term-by-term sum)."""
+        slot = self._slots(cols)
+        sums = np.zeros(len(cols))
+        np.add.at(sums, slot, values)
+        first = slot == np.arange(len(cols))
+        return cols[first], sums[first]
 
-def add_rows(scores: np.ndarray, touched: np.ndarray, rows: list[tuple[Row, float]]) -> None:
-    """``scores[item] += scale * weight`` for each item of each row, rows in order and each row's
-    items in theirs (one ``np.add.at``, which adds element by element, so each item's terms are
-    summed in that order); mark them touched."""
-    rows = [(row, scale) for row, scale in rows if len(row[0])]
-    if not rows:
-        return
-    cols = np.concatenate([row[0] for row, _ in rows])
-    weights = np.concatenate([row[1] for row, _ in rows])
-    scales = np.repeat(
-        np.fromiter((scale for _, scale in rows), dtype=np.float64, count=len(rows)), [len(row[0]) for row, _ in rows]
-    )
-    np.add.at(scores, cols, scales * weights)
-    touched[cols] = True
+    def best_terms(self, cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each item of ``cols`` once, with its largest value and the first term that has it."""
+        slot = self._slots(cols)
+        order = np.arange(len(cols))
+        best = np.full(len(cols), -np.inf)
+        np.maximum.at(best, slot, values)
+        reached = values == best[slot]
+        winner = np.full(len(cols), len(cols))
+        np.minimum.at(winner, slot[reached], order[reached])
+        first = slot == order
+        return cols[first], best[first], winner[first]
+
+    def _slots(self, cols: np.ndarray) -> np.ndarray:
+        """For each term, the index of one term of the same item, the same for all of them:
+        items told apart in time linear in the terms, without sorting them."""
+        seen = getattr(self._scratch, "seen", None)
+        if seen is None:
+            seen = self._scratch.seen = np.empty(len(self.items), dtype=np.int64)
+        seen[cols] = np.arange(len(cols))  # whichever of an item's terms lands last stands for it
+        return seen[cols]  # type: ignore[no-any-return]
+
+
+def row_terms(rows: list[tuple[Row, float]], first: Row) -> Row:
+    """Items and terms: ``first``'s, then each row's ``scale * weight``, rows in order and each
+    row's items in theirs."""
+    cols = np.concatenate([first[0], *(row[0] for row, _ in rows)])
+    weights = np.concatenate([row[1] for row, _ in rows]) if rows else np.empty(0)
+    scales = np.fromiter((scale for _, scale in rows), dtype=np.float64, count=len(rows))
+    return cols, np.concatenate((first[1], np.repeat(scales, [len(row[0]) for row, _ in rows]) * weights))

@@ -20,7 +20,7 @@ import numpy as np
 
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, item_hash
 from retention_model.features.state.bought import bought_names, orders_weight
-from retention_model.policy.blend_index import BlendIndex, Row, add_rows
+from retention_model.policy.blend_index import BlendIndex, Row, row_terms
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
     PurchaseHistory,
@@ -149,39 +149,36 @@ class Recommender:
     def _build(self, recent: list[str], top_categories: list[str], max_items: int) -> dict[str, Any]:
         """Co-purchase neighbours of the recent items, the categories' and overall best sellers:
         each item keeps its best offer and that offer's reason (the first, on a tie), never a
-        recent item itself; over arrays of every known item, as :meth:`_blend`."""
+        recent item itself and nothing offered at zero; over the offers' terms, as :meth:`_blend`."""
         index = self._index()
-        scores = np.zeros(len(index.items))
-        source = np.full(len(index.items), -1, dtype=np.int64)
+        cols: list[np.ndarray] = []
+        values: list[np.ndarray] = []
         reasons: list[str] = []
 
         def offer(row: Row | None, scale: float, why: str, divide: bool = False) -> None:
-            if row is None or not len(row[0]):
-                return
-            cols, weights, repeats = row
-            values = weights / scale if divide else scale * weights
-            if repeats:  # rare: in order, one at a time
-                better = [(c, v) for c, v in zip(cols.tolist(), values.tolist(), strict=True) if v > scores[c]]
-                for col, value in better:
-                    if value > scores[col]:
-                        scores[col], source[col] = value, len(reasons)
-            else:
-                take = values > scores[cols]
-                scores[cols[take]] = values[take]
-                source[cols[take]] = len(reasons)
-            reasons.append(why)
+            if row is not None and len(row[0]):
+                cols.append(row[0])
+                values.append(row[1] / scale if divide else scale * row[1])
+                reasons.append(why)
 
         for rank, seed in enumerate(recent):
             offer(index.also.get(seed), float(1 + rank), f"often bought with {seed}", divide=True)
         for rank, category in enumerate(top_categories):
             offer(index.lists.get(category), 0.5 / (1 + rank), f"popular in {category}")
         offer(index.overall(max_items, self._overall_best_sellers), 0.05, "popular")
-        if recent:
-            source[[index.position[item] for item in recent]] = -1
-        found = np.flatnonzero(source >= 0)
-        listed = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
-        top = {index.items[i]: float(scores[i]) for i in listed}
-        because = {index.items[i]: reasons[source[i]] for i in listed}
+        top: dict[str, float] = {}
+        because: dict[str, str] = {}
+        if cols:
+            terms, offered = np.concatenate(cols), np.concatenate(values)
+            source = np.repeat(np.arange(len(reasons)), [len(c) for c in cols])
+            keep = offered > 0
+            if recent:
+                keep &= ~np.isin(terms, [index.position[item] for item in recent])
+            items, best, winner = index.best_terms(terms[keep], offered[keep])
+            listed = np.lexsort((items, -best))[:max_items]
+            whose = source[keep][winner[listed]].tolist()
+            for item, score, why in zip(items[listed].tolist(), best[listed].tolist(), whose, strict=True):
+                top[index.items[item]], because[index.items[item]] = score, reasons[why]
         strategy = "co_purchase+category_popularity" if self.also_bought else "top_categories"
         return self._payload(top, because, max_items, strategy, top_categories, recent)
 
@@ -212,26 +209,25 @@ class Recommender:
     ) -> dict[str, Any]:
         """Buy-again scores (``orders``: their scale) blended with co-purchase, category and overall popularity.
 
-        Over arrays of every known item (:mod:`.blend_index`); each item's terms are
-        added in the same order as a term-by-term sum would, so the scores are the same
-        to the bit, and the reasons are worked out for the listed items only.
+        Over arrays of the terms (:mod:`.blend_index`); each item's terms are added in
+        the same order as a term-by-term sum would, so the scores are the same to the
+        bit, and the reasons are worked out for the listed items only.
         """
         blend, index = self.blend, self._index()
-        scores = np.zeros(len(index.items))
-        touched = np.zeros(len(index.items), dtype=bool)
         position = index.position
         # An item bought only on its own is in no table (offline only: the worker keeps
         # items the bundle can name); it has buy-again alone and joins the ranking below.
         unlisted = {item: again[item][0] / orders for item in again if item not in position}
         known = [item for item in again if item in position]
-        if known:
-            cols = np.fromiter((position[item] for item in known), dtype=np.int64, count=len(known))
-            # About the share of recent orders each was in.
-            scores[cols] = np.fromiter((again[i][0] / orders for i in known), dtype=np.float64, count=len(known))
-            touched[cols] = True
+        # The terms, in the order a term-by-term sum adds them: buy-again (about the share of
+        # recent orders each item was in), the seeds' co-purchase rows, categories, overall.
+        own = (
+            np.fromiter((position[item] for item in known), dtype=np.int64, count=len(known)),
+            np.fromiter((again[i][0] / orders for i in known), dtype=np.float64, count=len(known)),
+        )
+        rows: list[tuple[Row, float]] = []
         seeds = sorted(again, key=lambda i: (-again[i][0], i))[: blend.seeds]
         seed_weights = {seed: blend.co_purchase * (again[seed][0] / orders) for seed in seeds}
-        rows: list[tuple[Row, float]] = []
         for seed, weight in seed_weights.items():
             row = index.also.get(seed)
             if row is not None:
@@ -246,12 +242,10 @@ class Recommender:
             row = index.lists.get(category)
             if row is not None:
                 rows.append((row, weight))
-        overall = index.overall(max_items, self._overall_best_sellers)
-        rows.append((overall, blend.popular))
-        add_rows(scores, touched, rows)
-        found = np.flatnonzero(touched)
-        ranked_found = found[np.lexsort((index.name_rank[found], -scores[found]))][:max_items]
-        top = {index.items[i]: float(scores[i]) for i in ranked_found}
+        rows.append((index.overall(max_items, self._overall_best_sellers), blend.popular))
+        items, sums = index.sum_terms(*row_terms(rows, first=own))
+        listed = np.lexsort((items, -sums))[:max_items]
+        top = {index.items[i]: s for i, s in zip(items[listed].tolist(), sums[listed].tolist(), strict=True)}
         if unlisted:
             top.update(unlisted)
             top = {item: top[item] for item in sorted(top, key=lambda i: (-top[i], i))[:max_items]}

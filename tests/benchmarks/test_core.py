@@ -164,3 +164,39 @@ def test_core_pipeline_many_users(bench: Any) -> None:
         unit=f"events/s ({len(records):,} events of 20,000 users, 4 days)",
         reference="core.events_per_s",
     )
+
+
+def test_recommendation_payloads_against_catalogue_size(bench: Any) -> None:
+    """A buyer's payload with the shipped table, and with 200,000 more items in its catalogue (a real
+    shop's bundle names every item ever carted or bought): the work must follow the terms, not the catalogue."""
+    model = ChurnModel(BUNDLED_MODEL, device="cpu").load()
+    table = model.recommendations_
+    states: dict[str, UserState] = {}
+    for offset, event in enumerate(EVENTS[:120_000]):
+        apply_event(states.setdefault(event.user_id, UserState()), event, offset)
+    buyers = [state for state in states.values() if state.bought][:400]
+    padded = {**table, "category_of": {**table["category_of"], **{f"zz{n:07d}": "c01" for n in range(200_000)}}}
+    figures = {}
+    tables = {"core.recommendation_payload_us": table, "core.recommendation_payload_us_200k_items": padded}
+    for name, data in tables.items():
+        recommender = Recommender.from_dict(data)
+        recommender.recommend(buyers[0], [], 10, buyers[0].last_seen_ms)  # the index, built once
+        passes = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for state in buyers:
+                recommender.recommend(state, list(state.categories)[:3], 10, state.last_seen_ms + DAY_MS)
+            passes.append((time.perf_counter() - started) / len(buyers) * 1e6)
+        figures[name] = min(passes)
+    catalogue = len(Recommender.from_dict(table)._index().items)
+    bench(
+        "core.recommendation_payload_us",
+        figures["core.recommendation_payload_us"],
+        unit=f"µs a buyer's payload, {catalogue:,} items in the bundle (fastest of 3 passes over {len(buyers)} buyers)",
+    )
+    bench(
+        "core.recommendation_payload_us_200k_items",
+        figures["core.recommendation_payload_us_200k_items"],
+        unit=f"µs a buyer's payload, {catalogue + 200_000:,} items in the bundle",
+        reference="core.recommendation_payload_us",
+    )

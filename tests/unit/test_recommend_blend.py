@@ -160,3 +160,14 @@ def test_an_item_bought_only_on_its_own_is_ranked_by_buy_again_alone() -> None:
     for k in (1, 2, 10):
         assert listed(rec._blend(again, 2.0, k, {})) == reference_blend(rec, again, 2.0, k, {})
     assert listed(rec._blend(again, 2.0, 2, {}))[0] == ("solo", 1.0, "bought 2 times")
+
+
+def test_an_items_terms_are_added_in_the_blends_order_to_the_bit() -> None:
+    # b: 0.1 (buy-again) + 0.2 (co-purchase) + 0.3 (category) = 0.6000000000000001 in that order,
+    # 0.6 in the reverse; a: 0.6 from the overall best sellers. Only the order of the sum puts b
+    # first (a tie would go to a, by name).
+    rec = Recommender({"b": [("b", 2.0)]}, {"c": [("b", 10)]}, {}, {}, [("a", 5)], Blend(1.0, 0.3, 0.6))
+    again = {"b": (0.1, "bought once")}
+    served = listed(rec._blend(again, 1.0, 2, {"c": 1.0}))
+    assert served == reference_blend(rec, again, 1.0, 2, {"c": 1.0})
+    assert [item for item, _, _ in served] == ["b", "a"]
