@@ -337,7 +337,6 @@ def decide(
                 stop = ("budget", refusal)
         if stop is None and breaker is not None and not breaker.admit():
             stop = ("circuit_open", f"circuit breaker open: {breaker.reason}")
-        categories = list(profile.get("top_categories", []))
         payload: dict[str, Any]
         if kind == "coupon":
             payload = {
@@ -346,12 +345,14 @@ def decide(
                 "min_spend": config.coupon_min_spend,
                 "expires_at": iso_ms((now_ms if wall_ms is None else wall_ms) + config.coupon_expiry_days * DAY_MS),
             }
-        elif stop is not None:  # items for a message nobody receives: the costliest per-user step, skipped
-            payload = unbuilt_recommendation(categories)
         else:
-            payload = (recommender or Recommender()).recommend(
-                state, categories, config.recommendation_max_items, now_ms
-            )
+            categories = list(profile.get("top_categories", []))
+            if stop is not None:  # items for a message nobody receives: the costliest per-user step, skipped
+                payload = unbuilt_recommendation(categories)
+            else:
+                payload = (recommender or Recommender()).recommend(
+                    state, categories, config.recommendation_max_items, now_ms
+                )
         intervention = Intervention(
             intervention_id=_intervention_id(user_id, kind, state.offset, now_ms),
             kind=kind,
