@@ -39,16 +39,18 @@ def produce_records(
     rate: float = 0.0,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[Counter[str]], None] | None = None,
+    linger_ms: int = 5,
 ) -> Counter[str]:
     """Produce (key, value, kind) records; return how many of each kind were acknowledged.
 
     ``rate`` caps records per second (0: unthrottled). Delivery failures raise: a
     record the broker did not take is never silently counted as produced.
+    ``linger_ms`` is how long a record may wait for others to share its batch.
     """
     from streams.kafka import client_config
 
     security = {k: v for k, v in client_config(settings).items() if k != "bootstrap.servers"}
-    producer = make_producer(",".join(settings.broker_list), **security)
+    producer = make_producer(",".join(settings.broker_list), **security, **{"linger.ms": linger_ms})
     delivered: Counter[str] = Counter()
     failures: list[str] = []
 
