@@ -31,11 +31,8 @@ from streams.settings import Settings
 
 __all__ = ["DEMO_LINGER_MS", "OutputCounter", "histogram_quantile", "run_demo", "scrape_metrics"]
 
-#: The demo's load generator lets a record wait this long for others to share its batch.
-#: The embedded broker's memory store costs, on every fetch, time in proportion to the
-#: batches the partition holds (tests/benchmarks/NOTES.md, entry 45): at 5 ms the events
-#: topic gathered ~200 small batches a second per partition, and by the minute's end the
-#: broker took a whole core and the p99 four times the target. Kafka indexes its log.
+#: How long the load generator lets a record wait for batch-mates. Each fetch from the
+#: embedded broker costs in proportion to the batches a partition holds (NOTES entry 45).
 DEMO_LINGER_MS = 20
 
 
