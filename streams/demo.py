@@ -29,11 +29,7 @@ from streams.kafka import EmbeddedBroker, die_with_parent, ensure_topics, free_p
 from streams.responder import ClosedLoop, effect_rows
 from streams.settings import Settings
 
-__all__ = ["DEMO_LINGER_MS", "OutputCounter", "histogram_quantile", "run_demo", "scrape_metrics"]
-
-#: How long the load generator lets a record wait for batch-mates. Each fetch from the
-#: embedded broker costs in proportion to the batches a partition holds (NOTES entry 45).
-DEMO_LINGER_MS = 20
+__all__ = ["OutputCounter", "histogram_quantile", "run_demo", "scrape_metrics"]
 
 
 def scrape_metrics(url: str, timeout_s: float = 2.0) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -232,7 +228,6 @@ def run_demo(
             settings,
             loop.records(seed=3, malformed_rate=0.002, unknown_rate=0.001),
             rate=rate,
-            linger_ms=DEMO_LINGER_MS,
             should_stop=lambda: time.monotonic() - started >= seconds,
             on_progress=progress,
         )
