@@ -246,7 +246,7 @@ def run_demo(
         outcomes = map(json.loads, reader.values[settings.outcomes_topic])
         summary["model_live"] = outcome_quality(o for o in outcomes if not o.get("shadow")).as_dict()
         summary["seconds"] = round(time.monotonic() - started, 1)
-        _print_summary(out, summary, reader, settings)
+        _print_summary(out, summary, reader, settings, embedded=embedded is not None)
         if summary_json:
             Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
         succeeded = True
@@ -344,8 +344,10 @@ def _share(part: float, whole: float) -> float | None:
     return round(part / whole, 3) if whole else None
 
 
-def _print_summary(out: Any, summary: dict[str, Any], reader: OutputCounter, settings: Settings) -> None:
-    """The run in a few readable lines, then what to try next."""
+def _print_summary(
+    out: Any, summary: dict[str, Any], reader: OutputCounter, settings: Settings, *, embedded: bool = True
+) -> None:
+    """The run in a few readable lines, then what to try next (``embedded``: the broker ran here too)."""
 
     def row(label: str, value: object) -> None:
         print(f"  {label:<24} {value}", file=out)
@@ -375,7 +377,8 @@ def _print_summary(out: Any, summary: dict[str, Any], reader: OutputCounter, set
     p50, p99 = summary["latency_ms_p50"], summary["latency_ms_p99"]
     if p50 is not None:
         target = summary["latency_target_ms"]
-        shared = f"; the broker, the load and the worker share {os.cpu_count()} cores here" if p99 > target else ""
+        sharing = "the broker, the load and the worker" if embedded else "the load and the worker"
+        shared = f"; {sharing} share {os.cpu_count()} cores here" if p99 > target else ""
         row("event to decision", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (target {target} ms{shared})")
     for label, text in effect_rows(summary["effect"]) if summary.get("effect") else ():
         row(label, text)

@@ -36,10 +36,10 @@ def _summary(p99_ms: float) -> dict[str, Any]:
     }
 
 
-def _latency_line(p99_ms: float) -> str:
+def _latency_line(p99_ms: float, *, embedded: bool = True) -> str:
     out = io.StringIO()
     reader = SimpleNamespace(samples={})
-    _print_summary(out, _summary(p99_ms), reader, Settings())  # type: ignore[arg-type]
+    _print_summary(out, _summary(p99_ms), reader, Settings(), embedded=embedded)  # type: ignore[arg-type]
     (line,) = [line for line in out.getvalue().splitlines() if "event to decision" in line]
     return line
 
@@ -48,4 +48,9 @@ def _latency_line(p99_ms: float) -> str:
 def test_a_p99_over_the_target_says_the_broker_load_and_worker_share_the_cores(p99_ms: float, explained: bool) -> None:
     line = _latency_line(p99_ms)
     assert f"p99 {p99_ms:.0f} ms (target 100 ms" in line
-    assert (f"share {os.cpu_count()} cores here" in line) is explained
+    assert (f"; the broker, the load and the worker share {os.cpu_count()} cores here" in line) is explained
+
+
+def test_with_a_broker_elsewhere_only_the_load_and_the_worker_share_the_cores() -> None:
+    line = _latency_line(125.0, embedded=False)
+    assert f"; the load and the worker share {os.cpu_count()} cores here" in line
