@@ -103,8 +103,8 @@ class BlendIndex:
         slot = self._slots(cols)
         sums = np.zeros(len(cols))
         np.add.at(sums, slot, values)
-        first = slot == np.arange(len(cols))
-        return cols[first], sums[first]
+        standing = slot == np.arange(len(cols))  # one term per item: the one its slot names
+        return cols[standing], sums[standing]
 
     def best_terms(self, cols: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each item of ``cols`` once, with its largest value and the first term that has it."""
@@ -115,8 +115,8 @@ class BlendIndex:
         reached = values == best[slot]
         winner = np.full(len(cols), len(cols))
         np.minimum.at(winner, slot[reached], order[reached])
-        first = slot == order
-        return cols[first], best[first], winner[first]
+        standing = slot == order
+        return cols[standing], best[standing], winner[standing]
 
     def _slots(self, cols: np.ndarray) -> np.ndarray:
         """For each term, the index of one term of the same item, the same for all of them:
