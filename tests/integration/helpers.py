@@ -144,6 +144,35 @@ def settled_metrics(
     raise AssertionError("metrics did not settle")
 
 
+def committed(broker: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offset of each partition of ``topic`` (negative where none is)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+def wait_committed(settings: Settings, records: int, timeout_s: float = 60.0) -> None:
+    """Until the worker's group has committed ``records`` events in all (offsets start at 0 per partition).
+
+    The worker commits a batch once every record it wrote (changelog, scores, interventions)
+    is acknowledged, so this, unlike the counters, which move when records are queued, says
+    that what the worker wrote for those events can be read back.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        offsets = committed(settings.broker, settings.app_id, settings.events_topic, settings.partitions)
+        done = sum(max(offset, 0) for offset in offsets.values())
+        if done >= records:
+            return
+        assert time.monotonic() < deadline, f"committed {done} of {records}"
+        time.sleep(0.3)
+
+
 def read_topic(
     broker: str, topic: str, partitions: int, idle_s: float = 2.0
 ) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
@@ -165,7 +194,11 @@ def assert_state_matches_offline(
 
     offline = replay_states(events)
     latest = {k.decode(): v for k, v, _ in changelog if k is not None and v is not None}
-    assert set(latest) == set(offline)
+    missing, extra = sorted(set(offline) - set(latest)), sorted(set(latest) - set(offline))
+    assert not missing and not extra, (
+        f"{len(missing)} users of the offline replay have no changelog record: {missing[:10]}; "
+        f"{len(extra)} changelog users are not in the replay: {extra[:10]}"
+    )
     for user_id, expected in offline.items():
         streamed = load_state(latest[user_id])
         assert streamed.totals == expected.totals, (user_id, streamed.totals, expected.totals, streamed.offset)

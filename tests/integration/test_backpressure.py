@@ -20,7 +20,14 @@ from streams.kafka import ensure_topics
 from streams.producer import produce_records
 from training.simulator import SimConfig, encode_stream, simulate
 
-from .helpers import assert_state_matches_offline, fresh_settings, metrics_url, read_topic, running_worker
+from .helpers import (
+    assert_state_matches_offline,
+    fresh_settings,
+    metrics_url,
+    read_topic,
+    running_worker,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +65,7 @@ def test_a_flood_builds_lag_not_memory_and_loses_nothing(broker: str, tmp_path: 
             assert time.monotonic() < deadline, f"applied {applied} of {len(records)}"
             time.sleep(0.2)  # the worker drains the backlog in seconds
         producer.join()
+        wait_committed(settings, len(records))  # the last batch's changelog records are acknowledged
         changelog = read_topic(broker, settings.changelog_topics[0], settings.partitions)
 
     peak_lag = max(lag for _, lag, _ in samples)

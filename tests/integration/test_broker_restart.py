@@ -23,7 +23,14 @@ from streams.kafka import EmbeddedBroker, free_port
 from streams.producer import produce_records
 from training.simulator import SimConfig, simulate
 
-from .helpers import assert_state_matches_offline, fresh_settings, metrics_url, read_topic, running_worker
+from .helpers import (
+    assert_state_matches_offline,
+    fresh_settings,
+    metrics_url,
+    read_topic,
+    running_worker,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +99,9 @@ def test_worker_survives_a_broker_restart_mid_stream(s3: dict[str, str], tmp_pat
                 assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the worker did not catch up after the broker restart"
                 time.sleep(0.5)
+            # The counters move when a batch's records are queued; the commit, once they are
+            # acknowledged. Read the changelog before it and the last batch's users may be missing.
+            wait_committed(settings, len(records))
             changelog = read_topic(bootstrap, settings.changelog_topics[0], settings.partitions)
         assert_state_matches_offline(changelog, events)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,9 +18,17 @@ from retention_model.features.state import DAY_MS, load_state
 from streams import kafka
 from streams.demo import metric_sum
 from streams.producer import produce_records
-from streams.settings import Settings
 
-from .helpers import REPO, fresh_settings, read_topic, running_worker, settled_metrics, wait_for_metric, worker_env
+from .helpers import (
+    REPO,
+    fresh_settings,
+    read_topic,
+    running_worker,
+    settled_metrics,
+    wait_committed,
+    wait_for_metric,
+    worker_env,
+)
 from .test_silence import T0, buyer_events
 
 pytestmark = pytest.mark.integration
@@ -40,24 +47,6 @@ def latest(records: list[tuple[bytes | None, bytes | None, dict[str, bytes]]]) -
         else:
             out[key] = value
     return out
-
-
-def wait_committed(settings: Settings, records: int, timeout_s: float = 60.0) -> None:
-    """Until the worker's group has committed ``records`` events in all (offsets start at 0 per partition)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": settings.app_id})
-    try:
-        deadline = time.monotonic() + timeout_s
-        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-        while True:
-            committed = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
-            if committed >= records:
-                return
-            assert time.monotonic() < deadline, f"committed {committed} of {records}"
-            time.sleep(0.3)
-    finally:
-        consumer.close()
 
 
 def user_page(port: int, user: str, token: str | None) -> tuple[int, dict]:

@@ -14,8 +14,8 @@ from streams.demo import metric_sum, scrape_metrics
 from streams.kafka import free_port
 from streams.producer import produce_records
 
-from .helpers import fresh_settings, metrics_url, running_worker, wait_for_metric
-from .test_erasure import user_page, wait_committed
+from .helpers import fresh_settings, metrics_url, running_worker, wait_committed, wait_for_metric
+from .test_erasure import user_page
 from .test_rebalance import assigned
 from .test_silence import T0, buyer_events
 

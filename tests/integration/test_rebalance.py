@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from retention_model.events import encode_event
 from retention_model.features.state import DAY_MS
@@ -20,6 +19,7 @@ from streams.producer import produce_records
 
 from .helpers import (
     assert_state_matches_offline,
+    committed,
     fresh_settings,
     metrics_url,
     read_topic,
@@ -37,15 +37,6 @@ def assigned(settings: object) -> float:
         return metric_sum(scrape_metrics(metrics_url(settings)), "retention_assigned_partitions")  # type: ignore[arg-type]
     except OSError:
         return 0.0
-
-
-def committed(broker: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in found}
-    finally:
-        consumer.close()
 
 
 #: The survivor holds each seek that found committed offsets this long after reading them:
