@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BlendIndex", "Row", "row_terms"]
+__all__ = ["BlendIndex", "Row", "row_terms", "term_reason"]
 
 #: Positions of items and their weights (a co-purchase row, a best-seller list); an item
 #: may come twice in a row.
@@ -135,3 +135,44 @@ def row_terms(rows: list[tuple[Row, float]], first: Row) -> Row:
     weights = np.concatenate([row[1] for row, _ in rows]) if rows else np.empty(0)
     scales = np.fromiter((scale for _, scale in rows), dtype=np.float64, count=len(rows))
     return cols, np.concatenate((first[1], np.repeat(scales, [len(row[0]) for row, _ in rows]) * weights))
+
+
+def term_reason(
+    index: BlendIndex,
+    item: str,
+    again: Mapping[str, tuple[float, str]],
+    orders: float,
+    seed_weights: Mapping[str, float],
+    weighted: Mapping[str, float],
+    overall: Mapping[str, float],
+    popular_weight: float,
+) -> str:
+    """The largest of the terms :meth:`Recommender._blend` added up for ``item`` (ties by the reason's text).
+
+    Each reason is one seed's, one category's, buy-again's or popularity's, so a reason's
+    value is its own terms alone, summed in the blend's order.
+    """
+    parts: dict[str, float] = {}
+    if item in again:
+        score, why = again[item]
+        parts[why] = score / orders
+    listing = index.bought_with.get(item)
+    if listing:
+        # The fewer of the item's seeds and the user's: a best seller is listed by hundreds.
+        seeds = listing.keys() & seed_weights.keys() if len(listing) > len(seed_weights) else listing
+        for seed in seeds:
+            weight = seed_weights.get(seed)
+            if weight is not None:
+                total = 0.0
+                for similarity in listing[seed]:
+                    total += weight * similarity
+                parts[f"often bought with {seed}"] = total
+    for category, share in index.listed_in.get(item, {}).items():
+        weight = weighted.get(category)
+        if weight is not None:
+            parts[f"popular in {category}"] = weight * share
+    share = overall.get(item)
+    if share is not None:
+        parts["popular"] = popular_weight * share
+    # (value, reason) pairs zipped in C and compared as tuples: ties go to the larger text.
+    return max(zip(parts.values(), parts))[1]

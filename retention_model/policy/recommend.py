@@ -20,7 +20,7 @@ import numpy as np
 
 from retention_model.features.state import PURCHASES_SIGNAL, TOP_CATEGORIES_KEPT, UserState, item_hash
 from retention_model.features.state.bought import bought_names, orders_weight
-from retention_model.policy.blend_index import BlendIndex, Row, row_terms
+from retention_model.policy.blend_index import BlendIndex, Row, row_terms, term_reason
 from retention_model.policy.buy_again import (
     BuyAgainConfig,
     PurchaseHistory,
@@ -28,7 +28,7 @@ from retention_model.policy.buy_again import (
     served_scores,
 )
 
-__all__ = ["Blend", "Recommender", "unbuilt_recommendation"]
+__all__ = ["Blend", "Recommender", "payload", "unbuilt_recommendation"]
 
 #: Bound on remembered payloads (cleared when full: cheap, and recent users refill it).
 _BUILT_KEPT = 65_536
@@ -53,6 +53,34 @@ def unbuilt_recommendation(top_categories: list[str]) -> dict[str, Any]:
         "items": [],
         "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(top_categories)],
         "seed_items": [],
+    }
+
+
+def payload(
+    scores: Mapping[str, float],
+    because: Mapping[str, str],
+    category_of: Mapping[str, str],
+    max_items: int,
+    strategy: str,
+    top_categories: list[str],
+    seeds: list[str],
+) -> dict[str, Any]:
+    """The recommendation topic's payload: the ``max_items`` best-scored items (ties by id), each with why."""
+    ranked = sorted(scores, key=lambda i: (-scores[i], i))[:max_items]
+    return {
+        "strategy": strategy,
+        "items": [
+            {
+                "item_id": item,
+                "category": category_of.get(item),
+                "rank": i + 1,
+                "score": round(scores[item], 6),
+                "because": because[item],
+            }
+            for i, item in enumerate(ranked)
+        ],
+        "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(top_categories)],
+        "seed_items": seeds,
     }
 
 
@@ -150,7 +178,7 @@ class Recommender:
         """Co-purchase neighbours of the recent items, the categories' and overall best sellers:
         each item keeps its best offer and that offer's reason (the first, on a tie), never a
         recent item itself and nothing offered at zero; over the offers' terms, as :meth:`_blend`."""
-        index = self._index()
+        index = self.index()
         cols: list[np.ndarray] = []
         values: list[np.ndarray] = []
         reasons: list[str] = []
@@ -180,7 +208,7 @@ class Recommender:
             for item, score, why in zip(items[listed].tolist(), best[listed].tolist(), whose, strict=True):
                 top[index.items[item]], because[index.items[item]] = score, reasons[why]
         strategy = "co_purchase+category_popularity" if self.also_bought else "top_categories"
-        return self._payload(top, because, max_items, strategy, top_categories, recent)
+        return payload(top, because, self.category_of, max_items, strategy, top_categories, recent)
 
     def recommend_history(
         self,
@@ -213,7 +241,7 @@ class Recommender:
         the same order as a term-by-term sum would, so the scores are the same to the
         bit, and the reasons are worked out for the listed items only.
         """
-        blend, index = self.blend, self._index()
+        blend, index = self.blend, self.index()
         position = index.position
         # An item bought only on its own is in no table (offline only: the worker keeps
         # items the bundle can name); it has buy-again alone and joins the ranking below.
@@ -252,49 +280,10 @@ class Recommender:
         overall_share = index.overall_shares(max_items, self._overall_best_sellers)
         by_category = dict(weighted)
         because = {
-            item: self._reason(index, item, again, orders, seed_weights, by_category, overall_share) for item in top
+            item: term_reason(index, item, again, orders, seed_weights, by_category, overall_share, blend.popular)
+            for item in top
         }
-        return self._payload(top, because, max_items, "buy_again+co_purchase+popularity", ranked[:3], [])
-
-    def _reason(
-        self,
-        index: BlendIndex,
-        item: str,
-        again: Mapping[str, tuple[float, str]],
-        orders: float,
-        seed_weights: Mapping[str, float],
-        weighted: Mapping[str, float],
-        overall: Mapping[str, float],
-    ) -> str:
-        """The largest of the terms :meth:`_blend` added up for ``item`` (ties by the reason's text).
-
-        Each reason is one seed's, one category's, buy-again's or popularity's, so a reason's
-        value is its own terms alone, summed in the blend's order.
-        """
-        parts: dict[str, float] = {}
-        if item in again:
-            score, why = again[item]
-            parts[why] = score / orders
-        listing = index.bought_with.get(item)
-        if listing:
-            # The fewer of the item's seeds and the user's: a best seller is listed by hundreds.
-            seeds = listing.keys() & seed_weights.keys() if len(listing) > len(seed_weights) else listing
-            for seed in seeds:
-                weight = seed_weights.get(seed)
-                if weight is not None:
-                    total = 0.0
-                    for similarity in listing[seed]:
-                        total += weight * similarity
-                    parts[f"often bought with {seed}"] = total
-        for category, share in index.listed_in.get(item, {}).items():
-            weight = weighted.get(category)
-            if weight is not None:
-                parts[f"popular in {category}"] = weight * share
-        share = overall.get(item)
-        if share is not None:
-            parts["popular"] = self.blend.popular * share
-        # (value, reason) pairs zipped in C and compared as tuples: ties go to the larger text.
-        return max(zip(parts.values(), parts))[1]
+        return payload(top, because, self.category_of, max_items, "buy_again+co_purchase+popularity", ranked[:3], [])
 
     def _overall_best_sellers(self, size: int) -> list[tuple[str, float]]:
         """The overall best sellers offered for lists of ``size``, with their shares."""
@@ -306,7 +295,7 @@ class Recommender:
             shares = self._category_shares[category] = _shares(self.popular.get(category, []))
         return shares
 
-    def _index(self) -> BlendIndex:
+    def index(self) -> BlendIndex:
         """The tables as arrays, built on first use (the recommender is read only)."""
         if not self._lookups:
             shares = {category: self._shares_of(category) for category in self.popular}
@@ -326,29 +315,3 @@ class Recommender:
             if item in self.category_of:
                 weights[self.category_of[item]] += score
         return dict(weights)
-
-    def _payload(
-        self,
-        scores: dict[str, float],
-        because: dict[str, str],
-        max_items: int,
-        strategy: str,
-        top_categories: list[str],
-        seeds: list[str],
-    ) -> dict[str, Any]:
-        ranked = sorted(scores, key=lambda i: (-scores[i], i))[:max_items]
-        return {
-            "strategy": strategy,
-            "items": [
-                {
-                    "item_id": item,
-                    "category": self.category_of.get(item),
-                    "rank": i + 1,
-                    "score": round(scores[item], 6),
-                    "because": because[item],
-                }
-                for i, item in enumerate(ranked)
-            ],
-            "categories": [{"category": c, "rank": i + 1} for i, c in enumerate(top_categories)],
-            "seed_items": seeds,
-        }

@@ -188,7 +188,7 @@ def test_recommendation_payloads_against_catalogue_size(bench: Any) -> None:
                 recommender.recommend(state, list(state.categories)[:3], 10, state.last_seen_ms + DAY_MS)
             passes.append((time.perf_counter() - started) / len(buyers) * 1e6)
         figures[name] = min(passes)
-    catalogue = len(Recommender.from_dict(table)._index().items)
+    catalogue = len(Recommender.from_dict(table).index().items)
     bench(
         "core.recommendation_payload_us",
         figures["core.recommendation_payload_us"],
