@@ -144,16 +144,20 @@ def settled_metrics(
     raise AssertionError("metrics did not settle")
 
 
-def committed(broker: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset of each partition of ``topic`` (negative where none is)."""
+def committed(broker: str, group: str, topic: str, partitions: int, consumer: Any = None) -> dict[int, int]:
+    """The group's committed offset of each partition of ``topic`` (negative where none is).
+
+    ``consumer``: one of the group's to ask through (a poll loop keeps one open); else one for this call.
+    """
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+    asker = consumer or Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
     try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        found = asker.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in found}
     finally:
-        consumer.close()
+        if consumer is None:
+            asker.close()
 
 
 def wait_committed(settings: Settings, records: int, timeout_s: float = 60.0) -> None:
@@ -163,14 +167,21 @@ def wait_committed(settings: Settings, records: int, timeout_s: float = 60.0) ->
     is acknowledged, so this, unlike the counters, which move when records are queued, says
     that what the worker wrote for those events can be read back.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        offsets = committed(settings.broker, settings.app_id, settings.events_topic, settings.partitions)
-        done = sum(max(offset, 0) for offset in offsets.values())
-        if done >= records:
-            return
-        assert time.monotonic() < deadline, f"committed {done} of {records}"
-        time.sleep(0.3)
+    from confluent_kafka import Consumer
+
+    group = settings.app_id
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": group, "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            offsets = committed(settings.broker, group, settings.events_topic, settings.partitions, consumer)
+            done = sum(max(offset, 0) for offset in offsets.values())
+            if done >= records:
+                return
+            assert time.monotonic() < deadline, f"committed {done} of {records}"
+            time.sleep(0.3)
+    finally:
+        consumer.close()
 
 
 def read_topic(
